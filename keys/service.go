@@ -1,0 +1,316 @@
+package keys
+
+import (
+	"bytes"
+	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime"
+	"sync"
+	"time"
+
+	"golang.org/x/crypto/bcrypt"
+	"golang.org/x/sync/singleflight"
+)
+
+// Config configures a Service. Every zero value is usable.
+type Config struct {
+	// Store keeps the records. Required.
+	Store Store
+	// Secret keys the HMAC under which verified keys are cached. Nil means
+	// a random secret for this process (the cache is in-process anyway).
+	Secret []byte
+	// BcryptCost is the cost of new hashes. Zero means 10.
+	BcryptCost int
+	// CacheSize bounds the verified-key cache. Zero means 10,000 entries.
+	CacheSize int
+	// CacheTTL is how long a verified key is served without bcrypt. Zero
+	// means 15 minutes.
+	CacheTTL time.Duration
+	// RecheckInterval is how often a cached key's record is compared with
+	// the store in the background, so that a change made by another relay
+	// instance takes effect without waiting for CacheTTL. Zero means 1 s.
+	RecheckInterval time.Duration
+	// NegativeTTL is how long an unknown or wrong key is answered from the
+	// cache. Zero means 10 s.
+	NegativeTTL time.Duration
+	// MaxConcurrentHashes bounds concurrent bcrypt comparisons so a flood
+	// of made-up keys cannot take every core. Zero means GOMAXPROCS.
+	MaxConcurrentHashes int
+	// TouchInterval is how often last-use times are written, coalesced.
+	// Zero means 30 s.
+	TouchInterval time.Duration
+	// OnChange is called after this Service changed or removed a key, so
+	// other instances can be told (storage/redis publishes it). Nil: no-op.
+	OnChange func(id string)
+	// Logger receives operational messages; nil discards them.
+	Logger *slog.Logger
+	// Now returns the current time; nil means time.Now.
+	Now func() time.Time
+}
+
+// Service issues and verifies keys. It is safe for concurrent use.
+type Service struct {
+	cfg     Config
+	store   Store
+	now     func() time.Time
+	log     *slog.Logger
+	cache   *lru
+	sf      singleflight.Group
+	hashSem chan struct{}
+
+	touchMu sync.Mutex
+	touched map[string]time.Time
+
+	recheckMu sync.Mutex
+	rechecks  map[string]bool
+
+	stop      chan struct{}
+	wg        sync.WaitGroup
+	closeOnce sync.Once
+}
+
+// NewService returns a Service and starts its background writer of
+// last-use times; Close stops it.
+func NewService(cfg Config) (*Service, error) {
+	if cfg.Store == nil {
+		return nil, errors.New("keys: Config.Store is required")
+	}
+	if cfg.Secret == nil {
+		cfg.Secret = make([]byte, 32)
+		_, _ = rand.Read(cfg.Secret)
+	}
+	if cfg.BcryptCost == 0 {
+		cfg.BcryptCost = 10
+	}
+	if cfg.BcryptCost < bcrypt.MinCost || cfg.BcryptCost > bcrypt.MaxCost {
+		return nil, fmt.Errorf("keys: bcrypt cost %d out of range [%d, %d]", cfg.BcryptCost, bcrypt.MinCost, bcrypt.MaxCost)
+	}
+	if cfg.CacheSize <= 0 {
+		cfg.CacheSize = 10000
+	}
+	if cfg.CacheTTL <= 0 {
+		cfg.CacheTTL = 15 * time.Minute
+	}
+	if cfg.RecheckInterval <= 0 {
+		cfg.RecheckInterval = time.Second
+	}
+	if cfg.NegativeTTL <= 0 {
+		cfg.NegativeTTL = 10 * time.Second
+	}
+	if cfg.MaxConcurrentHashes <= 0 {
+		cfg.MaxConcurrentHashes = runtime.GOMAXPROCS(0)
+	}
+	if cfg.TouchInterval <= 0 {
+		cfg.TouchInterval = 30 * time.Second
+	}
+	s := &Service{
+		cfg:      cfg,
+		store:    cfg.Store,
+		now:      cfg.Now,
+		log:      cfg.Logger,
+		cache:    newLRU(cfg.CacheSize),
+		hashSem:  make(chan struct{}, cfg.MaxConcurrentHashes),
+		touched:  make(map[string]time.Time),
+		rechecks: make(map[string]bool),
+		stop:     make(chan struct{}),
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	s.wg.Add(1)
+	go s.touchLoop()
+	return s, nil
+}
+
+// Close writes pending last-use times and stops background work.
+func (s *Service) Close(ctx context.Context) error {
+	s.closeOnce.Do(func() { close(s.stop) })
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return s.flushTouches(ctx)
+}
+
+func (s *Service) cacheKey(key string) cacheKey {
+	m := hmac.New(sha256.New, s.cfg.Secret)
+	m.Write([]byte(key))
+	var ck cacheKey
+	m.Sum(ck[:0])
+	return ck
+}
+
+// Verify returns the key record for a plaintext key, or ErrInvalidKey,
+// ErrDisabled or ErrExpired. The returned record is shared with the cache:
+// callers must not modify it.
+//
+// After a key's first successful use, Verify costs an HMAC and a map
+// lookup; bcrypt runs again only when the cache entry ages out.
+func (s *Service) Verify(ctx context.Context, key string) (*Key, error) {
+	if key == "" {
+		return nil, ErrMissingKey
+	}
+	id, err := Parse(key)
+	if err != nil {
+		return nil, err
+	}
+	ck := s.cacheKey(key)
+	now := s.now()
+	if e, ok := s.cache.get(ck); ok && now.Before(e.expires) {
+		if e.negative {
+			return nil, ErrInvalidKey
+		}
+		if !bytes.Equal(e.hash, e.key.Hash) && (e.key.PrevExpiresAt == nil || !now.Before(*e.key.PrevExpiresAt)) {
+			// Verified with a previous secret whose grace period is over.
+			s.cache.remove(ck)
+			return nil, ErrInvalidKey
+		}
+		if now.Sub(e.checked) >= s.cfg.RecheckInterval {
+			s.recheck(ck, id, e.hash)
+		}
+		return s.usable(e.key, now)
+	}
+	v, err, _ := s.sf.Do(string(ck[:]), func() (any, error) { return s.verifySlow(ctx, ck, id, key) })
+	if err != nil {
+		return nil, err
+	}
+	return s.usable(v.(*Key), now)
+}
+
+func (s *Service) usable(k *Key, now time.Time) (*Key, error) {
+	if err := k.Usable(now); err != nil {
+		return nil, err
+	}
+	s.touchMu.Lock()
+	s.touched[k.ID] = now
+	s.touchMu.Unlock()
+	return k, nil
+}
+
+func (s *Service) verifySlow(ctx context.Context, ck cacheKey, id, key string) (*Key, error) {
+	now := s.now()
+	k, err := s.store.GetKey(ctx, id)
+	if errors.Is(err, ErrNotFound) || (err == nil && k.DeletedAt != nil) {
+		s.cache.put(cacheEntry{ck: ck, negative: true, expires: now.Add(s.cfg.NegativeTTL)})
+		return nil, ErrInvalidKey
+	}
+	if err != nil {
+		return nil, fmt.Errorf("keys: load key: %w", err)
+	}
+	select {
+	case s.hashSem <- struct{}{}:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	matched := k.Hash
+	err = bcrypt.CompareHashAndPassword(k.Hash, []byte(key))
+	if err != nil && len(k.PrevHash) > 0 && k.PrevExpiresAt != nil && now.Before(*k.PrevExpiresAt) {
+		matched = k.PrevHash
+		err = bcrypt.CompareHashAndPassword(k.PrevHash, []byte(key))
+	}
+	<-s.hashSem
+	if err != nil {
+		s.cache.put(cacheEntry{ck: ck, negative: true, expires: now.Add(s.cfg.NegativeTTL)})
+		return nil, ErrInvalidKey
+	}
+	s.cache.put(cacheEntry{ck: ck, key: k, hash: matched, expires: now.Add(s.cfg.CacheTTL), checked: now})
+	return k, nil
+}
+
+// recheck compares a cached record with the store in the background: the
+// request that noticed the entry is old is not delayed by it.
+func (s *Service) recheck(ck cacheKey, id string, hash []byte) {
+	s.recheckMu.Lock()
+	if s.rechecks[id] {
+		s.recheckMu.Unlock()
+		return
+	}
+	s.rechecks[id] = true
+	s.recheckMu.Unlock()
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		defer func() {
+			s.recheckMu.Lock()
+			delete(s.rechecks, id)
+			s.recheckMu.Unlock()
+		}()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		k, err := s.store.GetKey(ctx, id)
+		switch {
+		case errors.Is(err, ErrNotFound):
+			s.cache.removeID(id)
+		case err != nil:
+			// The store is unreachable: keep serving verified keys.
+			s.log.Warn("key recheck failed", "key_id", id, "error", err)
+		case !bytes.Equal(hash, k.Hash) && !bytes.Equal(hash, k.PrevHash):
+			s.cache.remove(ck) // rotated: the cached secret is no longer valid
+		default:
+			s.cache.setChecked(ck, k, s.now())
+		}
+	}()
+}
+
+// Invalidate drops every cached entry of a key id. Call it when another
+// instance reports a change to that key.
+func (s *Service) Invalidate(id string) { s.cache.removeID(id) }
+
+func (s *Service) changed(id string) {
+	s.cache.removeID(id)
+	if s.cfg.OnChange != nil {
+		s.cfg.OnChange(id)
+	}
+}
+
+func (s *Service) touchLoop() {
+	defer s.wg.Done()
+	t := time.NewTicker(s.cfg.TouchInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			if err := s.flushTouches(ctx); err != nil {
+				s.log.Warn("writing key last-use times failed", "error", err)
+			}
+			cancel()
+		}
+	}
+}
+
+func (s *Service) flushTouches(ctx context.Context) error {
+	s.touchMu.Lock()
+	if len(s.touched) == 0 {
+		s.touchMu.Unlock()
+		return nil
+	}
+	batch := s.touched
+	s.touched = make(map[string]time.Time, len(batch))
+	s.touchMu.Unlock()
+	if err := s.store.TouchKeys(ctx, batch); err != nil {
+		// Put them back unless newer times arrived meanwhile.
+		s.touchMu.Lock()
+		for id, t := range batch {
+			if cur, ok := s.touched[id]; !ok || cur.Before(t) {
+				s.touched[id] = t
+			}
+		}
+		s.touchMu.Unlock()
+		return err
+	}
+	return nil
+}

@@ -1,0 +1,419 @@
+package relay
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"path"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/relaystation/relay/internal/apierror"
+	"github.com/relaystation/relay/internal/sniff"
+	"github.com/relaystation/relay/internal/tokenizer"
+	"github.com/relaystation/relay/keys"
+	"github.com/relaystation/relay/middleware"
+	"github.com/relaystation/relay/upstream"
+	"github.com/relaystation/relay/usage"
+)
+
+// route is what the proxy does with a path.
+type route int
+
+const (
+	routeNone route = iota
+	routeRoot
+	routeMessages
+	routeCountTokens
+	routeModels
+	routeModel
+	routePassthrough
+)
+
+// match maps a (mount-relative) path to a route and the methods it allows.
+// Paths that are not clean (dot segments, doubled or encoded slashes) match
+// nothing: they are answered 404 rather than normalised, so no path can
+// reach a route it does not spell.
+func match(r *http.Request) (route, string) {
+	p := r.URL.Path
+	if p == "/" || p == "" {
+		return routeRoot, "GET, HEAD"
+	}
+	if !cleanPath(r) {
+		return routeNone, ""
+	}
+	switch {
+	case p == "/v1/messages":
+		return routeMessages, "POST"
+	case p == "/v1/messages/count_tokens":
+		return routeCountTokens, "POST"
+	case p == "/v1/models":
+		return routeModels, "GET"
+	case strings.HasPrefix(p, "/v1/models/") && !strings.Contains(p[len("/v1/models/"):], "/"):
+		return routeModel, "GET"
+	case p == "/v1/messages/batches" || strings.HasPrefix(p, "/v1/messages/batches/"),
+		p == "/v1/files" || strings.HasPrefix(p, "/v1/files/"):
+		return routePassthrough, ""
+	}
+	return routeNone, ""
+}
+
+func (rl *Relay) proxyHandler() http.Handler {
+	auth := middleware.Authenticate(rl.keys)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		info := middleware.InfoFrom(r.Context())
+		rt, allow := match(r)
+		if rt == routeNone {
+			rl.fail(w, r, apierror.New(http.StatusNotFound, "not found: "+r.Method+" "+r.URL.Path))
+			return
+		}
+		if allow != "" && !allowed(allow, r.Method) {
+			e := apierror.New(http.StatusMethodNotAllowed, "method "+r.Method+" is not allowed on "+r.URL.Path)
+			e.Header = http.Header{"Allow": {allow}}
+			rl.fail(w, r, e)
+			return
+		}
+		if rt == routeRoot { // Claude Code's start-up probe: answer fast, no key needed
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusOK)
+			if r.Method != http.MethodHead {
+				_, _ = io.WriteString(w, `{"status":"ok"}`+"\n")
+			}
+			return
+		}
+		auth(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			switch rt {
+			case routeMessages, routeCountTokens:
+				rl.serveModelCall(w, r, info, rt == routeMessages)
+			case routeModels, routeModel:
+				rl.serveModels(w, r, info, rt == routeModel)
+			default:
+				rl.servePassthrough(w, r, info)
+			}
+		})).ServeHTTP(w, r)
+	})
+}
+
+// cleanPath reports whether the request path is canonical: no dot
+// segments, no doubled slashes, no encoded slash or backslash.
+func cleanPath(r *http.Request) bool {
+	p := r.URL.Path
+	if p == "" || p[0] != '/' {
+		return false
+	}
+	if c := path.Clean(p); c != p && c+"/" != p {
+		return false
+	}
+	if strings.Contains(p, "//") || strings.Contains(p, "/./") || strings.Contains(p, "/../") || strings.HasSuffix(p, "/..") || strings.HasSuffix(p, "/.") {
+		return false
+	}
+	raw := strings.ToLower(r.URL.RawPath)
+	return !strings.Contains(raw, "%2f") && !strings.Contains(raw, "%5c") && !strings.Contains(p, "\\")
+}
+
+func allowed(allow, method string) bool {
+	for _, m := range strings.Split(allow, ", ") {
+		if m == method {
+			return true
+		}
+	}
+	return false
+}
+
+// fail writes e for the request and notes its type for the access log.
+func (rl *Relay) fail(w http.ResponseWriter, r *http.Request, e *apierror.Error) {
+	info := middleware.InfoFrom(r.Context())
+	id := ""
+	if info != nil {
+		info.ErrorType = e.Type
+		id = info.RequestID
+	}
+	apierror.Write(w, e, id)
+}
+
+// readBody reads a request body of at most MaxBodyBytes. A declared
+// Content-Length over the limit is refused before a byte is read.
+func (rl *Relay) readBody(w http.ResponseWriter, r *http.Request) ([]byte, *apierror.Error) {
+	limit := rl.cfg.MaxBodyBytes
+	tooLarge := apierror.New(http.StatusRequestEntityTooLarge, "request body is larger than the limit")
+	if r.ContentLength > limit {
+		w.Header().Set("Connection", "close")
+		return nil, tooLarge
+	}
+	size := 4096
+	if r.ContentLength > 0 {
+		size = int(r.ContentLength) + 1 // +1 so ReadFrom sees EOF without growing
+	}
+	buf := bytes.NewBuffer(make([]byte, 0, size))
+	if _, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, limit)); err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return nil, tooLarge
+		}
+		return nil, apierror.New(http.StatusBadRequest, "could not read the request body")
+	}
+	return buf.Bytes(), nil
+}
+
+// attempt is one upstream exchange and what was learnt from it.
+type attempt struct {
+	rec       usage.Record
+	body      []byte // the request body, for estimates
+	start     time.Time
+	firstByte time.Time
+}
+
+// serveModelCall relays POST /v1/messages (billable) and
+// /v1/messages/count_tokens (not billable).
+func (rl *Relay) serveModelCall(w http.ResponseWriter, r *http.Request, info *middleware.Info, billable bool) {
+	body, e := rl.readBody(w, r)
+	if e != nil {
+		rl.fail(w, r, e)
+		return
+	}
+	req, err := sniff.Parse(body)
+	if err != nil {
+		rl.fail(w, r, apierror.New(http.StatusBadRequest, err.Error()))
+		return
+	}
+	if req.Model == "" {
+		rl.fail(w, r, apierror.New(http.StatusBadRequest, "model: field required"))
+		return
+	}
+	info.Model, info.Stream = req.Model, req.Stream && billable
+	key := info.Key
+	if !key.AllowsModel(req.Model) {
+		rl.fail(w, r, middleware.KeyError(keys.ErrModelNotAllowed))
+		return
+	}
+	if billable {
+		if e := rl.quota.check(r.Context(), key); e != nil {
+			rl.fail(w, r, e)
+			return
+		}
+	}
+	a := &attempt{body: body, start: info.Start, rec: usage.Record{
+		RequestID: info.RequestID, KeyID: key.ID, Upstream: rl.up.Name, Method: r.Method, Path: r.URL.Path,
+		Model: req.Model, Stream: info.Stream, ClientIP: clientIP(r), UserAgent: r.UserAgent(),
+		SessionID: r.Header.Get("X-Claude-Code-Session-Id"),
+	}}
+	rl.forward(w, r, info, body, a, billable)
+}
+
+// forward sends the request upstream and streams the answer back. With a
+// non-nil billable attempt, usage is extracted and recorded.
+func (rl *Relay) forward(w http.ResponseWriter, r *http.Request, info *middleware.Info, body []byte, a *attempt, billable bool) {
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	stop := context.AfterFunc(rl.stopCtx, cancel) // Close's deadline cuts streams
+	defer stop()
+
+	info.Upstream = rl.up.Name
+	out, err := rl.up.NewRequest(ctx, r, r.URL.Path, body)
+	if err != nil {
+		rl.fail(w, r, apierror.New(http.StatusInternalServerError, "could not build the upstream request"))
+		return
+	}
+	resp, err := rl.client.Do(out)
+	if err != nil {
+		e := upstreamError(r.Context(), err)
+		if billable {
+			a.rec.Status, a.rec.ErrorType = e.Status, e.Type
+			if r.Context().Err() != nil {
+				a.rec.Status = usage.StatusClientClosed
+			}
+			rl.record(a, info)
+		}
+		if r.Context().Err() == nil {
+			rl.log.Warn("upstream request failed", "request_id", info.RequestID, "upstream", rl.up.Name, "error", err)
+			rl.fail(w, r, e)
+		}
+		return
+	}
+	defer resp.Body.Close()
+
+	h := w.Header()
+	upstream.CopyResponseHeaders(h, resp.Header)
+	stream := strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream")
+	if stream {
+		// Every event must reach the client at once: no write deadline, no
+		// compression, no proxy buffering.
+		_ = http.NewResponseController(w).SetWriteDeadline(time.Time{})
+		h.Del("Content-Encoding")
+		h.Set("X-Accel-Buffering", "no")
+	} else if resp.ContentLength >= 0 && !resp.Uncompressed {
+		h.Set("Content-Length", strconv.FormatInt(resp.ContentLength, 10))
+	}
+	if resp.StatusCode >= 400 {
+		info.ErrorType = apierror.TypeFor(resp.StatusCode)
+	}
+
+	if !billable && !stream && isBatchPath(r.URL.Path) && isJSON(resp.Header) {
+		rl.relayRewritten(w, r, resp)
+		return
+	}
+	var sx *usage.StreamExtractor
+	var tee *bytes.Buffer
+	switch {
+	case billable && stream && resp.StatusCode == http.StatusOK:
+		sx = new(usage.StreamExtractor)
+	case billable && !stream:
+		tee = new(bytes.Buffer) // a JSON answer: kept (bounded) to read its usage
+	}
+
+	w.WriteHeader(resp.StatusCode)
+	clientGone, upErr := rl.copyBody(w, resp.Body, stream, sx, tee, a)
+	if r.Context().Err() != nil {
+		clientGone = true
+	}
+	if !billable {
+		return
+	}
+	a.rec.Status = resp.StatusCode
+	switch {
+	case clientGone:
+		a.rec.Status = usage.StatusClientClosed
+	case rl.stopCtx.Err() != nil && upErr != nil:
+		a.rec.ErrorType = "relay_shutdown"
+	case upErr != nil:
+		a.rec.ErrorType = "stream_interrupted"
+		rl.log.Warn("upstream response cut short", "request_id", info.RequestID, "upstream", rl.up.Name, "error", upErr)
+	}
+	rl.settle(a, resp, sx, tee)
+	rl.record(a, info)
+}
+
+// copyBody copies the upstream body to the client, flushing after every
+// read on streams (an SSE event is flushed as soon as its bytes arrive; a
+// stream is never held in memory), feeding the stream extractor, and
+// keeping at most maxTee bytes of a JSON answer.
+func (rl *Relay) copyBody(w http.ResponseWriter, body io.Reader, stream bool, sx *usage.StreamExtractor, tee *bytes.Buffer, a *attempt) (clientGone bool, upErr error) {
+	bp := rl.bufs.Get().(*[]byte)
+	defer rl.bufs.Put(bp)
+	buf := *bp
+	rc := http.NewResponseController(w)
+	for {
+		n, err := body.Read(buf)
+		if n > 0 {
+			if a != nil && a.firstByte.IsZero() {
+				a.firstByte = rl.now()
+			}
+			if sx != nil {
+				_, _ = sx.Write(buf[:n])
+			}
+			if tee != nil && tee.Len()+n <= maxTee {
+				tee.Write(buf[:n])
+			}
+			if _, werr := w.Write(buf[:n]); werr != nil {
+				return true, nil
+			}
+			if stream {
+				if ferr := rc.Flush(); ferr != nil {
+					return true, nil
+				}
+			}
+		}
+		if err == io.EOF {
+			return false, nil
+		}
+		if err != nil {
+			return false, err
+		}
+	}
+}
+
+// maxTee bounds how much of a non-streaming answer is kept to read its
+// usage; Messages answers are far smaller.
+const maxTee = 8 << 20
+
+// settle fills the record's usage from what the upstream reported, or
+// estimates it (marking the record) when the upstream said nothing.
+func (rl *Relay) settle(a *attempt, resp *http.Response, sx *usage.StreamExtractor, tee *bytes.Buffer) {
+	rec := &a.rec
+	if !a.firstByte.IsZero() {
+		rec.TTFT = a.firstByte.Sub(a.start)
+	}
+	if sx != nil {
+		rec.ResponseModel = sx.Model()
+		if t := sx.ErrorType(); t != "" {
+			rec.ErrorType = t
+		}
+		if sx.SawUsage() {
+			rec.Usage = sx.Usage()
+			if !sx.OutputFromDelta() && sx.DeltaBytes() > 0 {
+				// Cut before message_delta: count what was streamed so far.
+				rec.Usage.OutputTokens = max(rec.Usage.OutputTokens, tokenizer.EstimateBytes(sx.DeltaBytes()))
+				rec.Estimated = true
+			}
+			return
+		}
+		if sx.Events() > 0 || rec.Status == http.StatusOK {
+			rec.Usage = usage.Usage{InputTokens: rl.tok.EstimateRequest(a.body), OutputTokens: tokenizer.EstimateBytes(sx.DeltaBytes())}
+			rec.Estimated = true
+		}
+		return
+	}
+	if tee == nil {
+		return
+	}
+	if resp.StatusCode >= 400 {
+		if typ, _, ok := usage.ErrorFromJSON(tee.Bytes()); ok {
+			rec.ErrorType = typ
+		} else {
+			rec.ErrorType = apierror.TypeFor(resp.StatusCode)
+		}
+		return
+	}
+	if u, model, ok := usage.FromJSON(tee.Bytes()); ok {
+		rec.Usage, rec.ResponseModel = u, model
+		return
+	}
+	if rec.Status == http.StatusOK || rec.Status == usage.StatusClientClosed {
+		rec.Usage = usage.Usage{InputTokens: rl.tok.EstimateRequest(a.body), OutputTokens: tokenizer.EstimateBytes(int64(tee.Len()))}
+		rec.Estimated = true
+	}
+}
+
+func (rl *Relay) record(a *attempt, info *middleware.Info) {
+	now := rl.now()
+	a.rec.Time = a.start.UTC()
+	a.rec.Latency = now.Sub(a.start)
+	a.rec.CostUSD = rl.cost(&a.rec)
+	info.InputTokens, info.OutputTokens = a.rec.Usage.TotalInput(), a.rec.Usage.OutputTokens
+	rl.quota.add(a.rec.KeyID, a.rec.Usage)
+	rl.metrics.observe(&a.rec)
+	if err := rl.recorder.Record(a.rec); err != nil {
+		rl.log.Error("usage record dropped", "request_id", a.rec.RequestID, "key_id", a.rec.KeyID, "error", err)
+	}
+}
+
+// upstreamError maps a transport error to the client's answer.
+func upstreamError(ctx context.Context, err error) *apierror.Error {
+	var ne net.Error
+	switch {
+	case ctx.Err() != nil:
+		return apierror.New(usage.StatusClientClosed, "client closed the request")
+	case errors.As(err, &ne) && ne.Timeout(), errors.Is(err, context.DeadlineExceeded):
+		return apierror.New(http.StatusGatewayTimeout, "the upstream API did not answer in time")
+	}
+	return &apierror.Error{Status: http.StatusBadGateway, Type: apierror.API, Message: "the upstream API could not be reached"}
+}
+
+func clientIP(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+func randomSecret() []byte {
+	b := make([]byte, 32)
+	_, _ = rand.Read(b)
+	return b
+}

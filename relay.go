@@ -1,0 +1,295 @@
+package relay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/relaystation/relay/admin"
+	"github.com/relaystation/relay/internal/apierror"
+	"github.com/relaystation/relay/internal/tokenizer"
+	"github.com/relaystation/relay/keys"
+	"github.com/relaystation/relay/middleware"
+	"github.com/relaystation/relay/upstream"
+	"github.com/relaystation/relay/usage"
+)
+
+// DefaultMaxBodyBytes is Anthropic's own limit for Messages requests.
+const DefaultMaxBodyBytes = 32 << 20
+
+// Config configures a Relay. Every zero value is documented and usable,
+// except the three required fields: UpstreamCredential, Keys and Usage.
+type Config struct {
+	// UpstreamURL is the Anthropic API root. Empty means
+	// https://api.anthropic.com.
+	UpstreamURL string
+	// UpstreamCredential is the real Anthropic API key (or token, with
+	// UpstreamBearer). Required. It is sent only upstream.
+	UpstreamCredential string
+	// UpstreamBearer sends the credential as Authorization: Bearer instead
+	// of x-api-key.
+	UpstreamBearer bool
+	// Transport carries upstream requests. Nil means a transport from
+	// upstream.NewTransport: large keep-alive pools, HTTP/2, no overall
+	// timeout on streams.
+	Transport http.RoundTripper
+
+	// Keys stores relay keys. Required.
+	Keys keys.Store
+	// Usage stores usage records. Required.
+	Usage usage.Store
+
+	// Secret is the server secret: it signs admin JWTs and keys the HMAC of
+	// the verified-key cache. Nil means a random secret per Relay, which
+	// logs admins out on restart; set it (32+ bytes) in production.
+	Secret []byte
+	// AdminUsername is the admin login name. Empty means "admin".
+	AdminUsername string
+	// AdminPassword or AdminPasswordHash (bcrypt) enables the admin API.
+	// With neither, AdminHandler answers 404 to everything.
+	AdminPassword     string
+	AdminPasswordHash []byte
+	// AdminTokenTTL is the admin JWT lifetime. Zero means 1 hour.
+	AdminTokenTTL time.Duration
+	// BcryptCost is the cost of new key hashes. Zero means 10.
+	BcryptCost int
+
+	// Pricing prices usage records. Nil means usage.DefaultPricing():
+	// Anthropic's list prices, unknown models priced as Sonnet.
+	Pricing *usage.Pricing
+
+	// MaxBodyBytes bounds request bodies. Zero means 32 MiB, as upstream.
+	MaxBodyBytes int64
+	// PublicURL is the relay's address as clients see it, used to rewrite
+	// a message batch's absolute results_url. Empty means it is derived
+	// from each request (scheme, Host and mount prefix).
+	PublicURL string
+
+	// Logger receives one access line per request and operational
+	// messages. Nil discards them. Secrets are never logged.
+	Logger *slog.Logger
+	// Registerer receives the relay's Prometheus metrics. Nil means no
+	// metrics.
+	Registerer prometheus.Registerer
+	// Now returns the current time. Nil means time.Now.
+	Now func() time.Time
+}
+
+// Relay is a Claude API relay: it serves the Anthropic API to holders of
+// relay keys by forwarding to the real API with the real key. Create it
+// with New; it is safe for concurrent use; Close it when done.
+type Relay struct {
+	cfg      Config
+	log      *slog.Logger
+	now      func() time.Time
+	up       *upstream.Upstream
+	client   *http.Client
+	keys     *keys.Service
+	usage    usage.Store
+	recorder *usage.Recorder
+	tok      *tokenizer.Counter
+	admin    http.Handler
+	metrics  *metrics
+	quota    *tokenQuota
+	pricing  *usage.Pricing
+	public   *url.URL
+	bufs     sync.Pool
+
+	// closing refuses new work; inflight counts requests being served.
+	closing  atomic.Bool
+	inflight sync.WaitGroup
+	// stopCtx is cancelled when Close gives up waiting, ending streams.
+	stopCtx  context.Context
+	stopAll  context.CancelFunc
+	closeErr error
+	closed   sync.Once
+}
+
+// New returns a Relay for cfg.
+func New(cfg Config) (*Relay, error) {
+	if cfg.UpstreamCredential == "" {
+		return nil, errors.New("relay: Config.UpstreamCredential is required (the real Anthropic API key)")
+	}
+	if cfg.Keys == nil {
+		return nil, errors.New("relay: Config.Keys is required")
+	}
+	if cfg.Usage == nil {
+		return nil, errors.New("relay: Config.Usage is required")
+	}
+	if cfg.MaxBodyBytes <= 0 {
+		cfg.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	rl := &Relay{cfg: cfg, log: cfg.Logger, now: cfg.Now, usage: cfg.Usage}
+	if rl.log == nil {
+		rl.log = slog.New(slog.DiscardHandler)
+	}
+	if rl.now == nil {
+		rl.now = time.Now
+	}
+	auth := upstream.AuthAPIKey
+	if cfg.UpstreamBearer {
+		auth = upstream.AuthBearer
+	}
+	up, err := upstream.New("anthropic", cfg.UpstreamURL, cfg.UpstreamCredential, auth)
+	if err != nil {
+		return nil, fmt.Errorf("relay: %w", err)
+	}
+	rl.up = up
+	if cfg.PublicURL != "" {
+		u, err := url.Parse(strings.TrimSuffix(cfg.PublicURL, "/"))
+		if err != nil || u.Host == "" {
+			return nil, fmt.Errorf("relay: PublicURL %q must be an absolute URL", cfg.PublicURL)
+		}
+		rl.public = u
+	}
+	tr := cfg.Transport
+	if tr == nil {
+		tr = upstream.NewTransport(upstream.TransportConfig{})
+	}
+	// No redirects: an upstream redirect would carry the credential elsewhere.
+	rl.client = &http.Client{Transport: tr, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	if rl.tok, err = tokenizer.New(); err != nil {
+		return nil, fmt.Errorf("relay: tokenizer: %w", err)
+	}
+	secret := cfg.Secret
+	if len(secret) == 0 {
+		secret = randomSecret()
+	}
+	if rl.keys, err = keys.NewService(keys.Config{Store: cfg.Keys, Secret: secret, BcryptCost: cfg.BcryptCost, Logger: rl.log, Now: cfg.Now}); err != nil {
+		return nil, fmt.Errorf("relay: %w", err)
+	}
+	if rl.recorder, err = usage.NewRecorder(usage.RecorderConfig{Store: cfg.Usage, Logger: rl.log}); err != nil {
+		return nil, fmt.Errorf("relay: %w", err)
+	}
+	if cfg.AdminPassword != "" || len(cfg.AdminPasswordHash) > 0 {
+		rl.admin, err = admin.New(admin.Config{
+			Keys: rl.keys, Username: cfg.AdminUsername, Password: cfg.AdminPassword, PasswordHash: cfg.AdminPasswordHash,
+			Secret: secret, TokenTTL: cfg.AdminTokenTTL, Now: cfg.Now, Logger: rl.log,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("relay: admin: %w", err)
+		}
+	}
+	if rl.metrics, err = newMetrics(cfg.Registerer); err != nil {
+		return nil, fmt.Errorf("relay: metrics: %w", err)
+	}
+	rl.quota = newTokenQuota(cfg.Usage)
+	if rl.pricing = cfg.Pricing; rl.pricing == nil {
+		rl.pricing = usage.DefaultPricing()
+	}
+	rl.stopCtx, rl.stopAll = context.WithCancel(context.Background())
+	rl.bufs.New = func() any { b := make([]byte, 32<<10); return &b }
+	return rl, nil
+}
+
+// Keys returns the key service, for hosts that issue keys in code.
+func (rl *Relay) Keys() *keys.Service { return rl.keys }
+
+// wrap puts the per-request middleware around h: request id, panic
+// recovery, access log, and the in-flight count Close waits for.
+func (rl *Relay) wrap(h http.Handler) http.Handler {
+	h = rl.track(h)
+	h = middleware.AccessLog(rl.log)(h)
+	h = middleware.Recover(rl.log)(h)
+	return middleware.RequestID(h)
+}
+
+func (rl *Relay) track(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rl.inflight.Add(1)
+		defer rl.inflight.Done()
+		if rl.closing.Load() {
+			w.Header().Set("Connection", "close")
+			apierror.Write(w, apierror.New(http.StatusServiceUnavailable, "the relay is shutting down"), middleware.RequestIDFrom(r.Context()))
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// Handler serves every route: the proxied Anthropic API (/v1/…, HEAD /),
+// the self-service usage API (GET /v1/usage), the admin API (/admin/…)
+// and /health.
+func (rl *Relay) Handler() http.Handler {
+	proxy, usageAPI, adminAPI := rl.proxyHandler(), rl.usageHandler(), rl.adminHandler()
+	return rl.wrap(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p := r.URL.Path
+		switch {
+		case !cleanPath(r):
+			// Answered, not redirected: a path with dot segments or encoded
+			// slashes must not reach a route it does not spell.
+			rl.fail(w, r, apierror.New(http.StatusNotFound, "not found: "+p))
+		case p == "/health":
+			rl.serveHealth(w, r)
+		case p == "/v1/usage":
+			usageAPI.ServeHTTP(w, r)
+		case p == "/admin" || strings.HasPrefix(p, "/admin/"):
+			adminAPI.ServeHTTP(w, r)
+		default:
+			proxy.ServeHTTP(w, r)
+		}
+	}))
+}
+
+// ProxyHandler serves the proxied Anthropic API: POST /v1/messages,
+// POST /v1/messages/count_tokens, GET /v1/models[/{id}], the batches and
+// files APIs, and HEAD /. Mount it at the root of a host's mux or under a
+// prefix with http.StripPrefix; clients then use the prefix as their
+// ANTHROPIC_BASE_URL.
+func (rl *Relay) ProxyHandler() http.Handler { return rl.wrap(rl.proxyHandler()) }
+
+// UsageHandler serves GET /v1/usage: the calling key's own usage.
+func (rl *Relay) UsageHandler() http.Handler { return rl.wrap(rl.usageHandler()) }
+
+// AdminHandler serves the admin API under /admin/. Without an admin
+// password configured it answers 404.
+func (rl *Relay) AdminHandler() http.Handler { return rl.wrap(rl.adminHandler()) }
+
+func (rl *Relay) adminHandler() http.Handler {
+	if rl.admin == nil {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			apierror.Write(w, apierror.New(http.StatusNotFound, "the admin API is not enabled on this relay"), middleware.RequestIDFrom(r.Context()))
+		})
+	}
+	return rl.admin
+}
+
+func (rl *Relay) serveHealth(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	_, _ = w.Write([]byte(`{"status":"ok"}` + "\n"))
+}
+
+// Close stops taking new requests, lets running requests and streams
+// finish until ctx ends (then cuts them, recording what they used), and
+// writes every pending usage record. Close the http.Server first
+// (Shutdown) so no new connection arrives; Close is safe to call twice.
+func (rl *Relay) Close(ctx context.Context) error {
+	rl.closed.Do(func() {
+		rl.closing.Store(true)
+		done := make(chan struct{})
+		go func() { rl.inflight.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-ctx.Done():
+			rl.stopAll() // cut remaining streams; their handlers record and return
+			<-done
+		}
+		// Records must be written even when ctx is over: give them their own
+		// short deadline rather than lose them.
+		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		defer cancel()
+		rl.closeErr = errors.Join(rl.recorder.Close(wctx), rl.keys.Close(wctx))
+		rl.stopAll()
+	})
+	return rl.closeErr
+}

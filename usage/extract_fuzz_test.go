@@ -1,0 +1,58 @@
+package usage
+
+import (
+	"encoding/json"
+	"testing"
+)
+
+// FuzzStreamExtractor feeds arbitrary bytes: the extractor must not panic,
+// and splitting the input into two writes at any point (at, taken modulo
+// len(in)+1) must not change what it reports. Seeds are the test streams,
+// here and in testdata/fuzz/FuzzStreamExtractor.
+func FuzzStreamExtractor(f *testing.F) {
+	for _, tt := range extractTests {
+		f.Add([]byte(tt.stream), uint(len(tt.stream)/2))
+		f.Add([]byte(crlf(tt.stream)), uint(len(tt.stream)/3))
+	}
+	f.Add([]byte("data: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":3}}\r\r"), uint(70))
+	f.Add([]byte("event: content_block_delta\ndata: {\"delta\":{\"text\":\"\\ud800\\udc00\\ud800x\\u12\"}}\n\n"), uint(40))
+	f.Fuzz(func(t *testing.T, in []byte, at uint) {
+		i := int(at % uint(len(in)+1))
+		whole := extract(t, in)
+		split := extract(t, in[:i], in[i:])
+		if split != whole {
+			t.Fatalf("split at %d of %d:\n got %+v\nwant %+v", i, len(in), split, whole)
+		}
+		if whole.DeltaBytes < 0 || whole.Events < 0 || whole.Events > len(in) {
+			t.Fatalf("impossible counters: %+v", whole)
+		}
+	})
+}
+
+// FuzzScanString checks the scanner's decoded string length against
+// encoding/json for every string encoding/json accepts.
+func FuzzScanString(f *testing.F) {
+	for _, s := range []string{
+		`""`, `"plain"`, `"\"q\" \\ \/ \b\f\n\r\t"`, `"caf\u00e9 \u65e5 \ud83d\ude00"`,
+		`"lone \ud800 and \udc00 and \ud800\u0041"`, "\"raw \xff\xfe bytes é 日\"", `"\u0000"`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, in []byte) {
+		var s string
+		start := skipSpace(in, 0)
+		if err := json.Unmarshal(in, &s); err != nil || in[start] != '"' {
+			return // not a JSON string (null decodes into a string too)
+		}
+		end, n, ok := scanString(in, start)
+		if !ok || skipSpace(in, end) != len(in) || n != int64(len(s)) {
+			t.Fatalf("scanString(%q) = %d, %d, %v; encoding/json decodes %d bytes", in, end, n, ok, len(s))
+		}
+		// The same string as a delta, after other members.
+		ev := append([]byte(`{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","x":[{"a":"}"}],"text":`), in...)
+		ev = append(ev, "}}"...)
+		if got := deltaLen(ev); got != int64(len(s)) {
+			t.Fatalf("deltaLen(%s) = %d, want %d", ev, got, len(s))
+		}
+	})
+}
