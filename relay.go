@@ -2,6 +2,8 @@ package relay
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -164,7 +166,7 @@ func New(cfg Config) (*Relay, error) {
 	if len(secret) == 0 {
 		secret = randomSecret()
 	}
-	if rl.keys, err = keys.NewService(keys.Config{Store: cfg.Keys, Secret: secret, BcryptCost: cfg.BcryptCost, Logger: rl.log, Now: cfg.Now}); err != nil {
+	if rl.keys, err = keys.NewService(keys.Config{Store: cfg.Keys, Secret: derive(secret, "relay/keys/cache"), BcryptCost: cfg.BcryptCost, Logger: rl.log, Now: cfg.Now}); err != nil {
 		return nil, fmt.Errorf("relay: %w", err)
 	}
 	if rl.recorder, err = usage.NewRecorder(usage.RecorderConfig{Store: cfg.Usage, Logger: rl.log}); err != nil {
@@ -173,7 +175,7 @@ func New(cfg Config) (*Relay, error) {
 	if cfg.AdminPassword != "" || len(cfg.AdminPasswordHash) > 0 {
 		rl.admin, err = admin.New(admin.Config{
 			Keys: rl.keys, Username: cfg.AdminUsername, Password: cfg.AdminPassword, PasswordHash: cfg.AdminPasswordHash,
-			Secret: secret, TokenTTL: cfg.AdminTokenTTL, Now: cfg.Now, Logger: rl.log,
+			Secret: derive(secret, "relay/admin/jwt"), TokenTTL: cfg.AdminTokenTTL, Now: cfg.Now, Logger: rl.log,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("relay: admin: %w", err)
@@ -189,6 +191,14 @@ func New(cfg Config) (*Relay, error) {
 	rl.stopCtx, rl.stopAll = context.WithCancel(context.Background())
 	rl.bufs.New = func() any { b := make([]byte, 32<<10); return &b }
 	return rl, nil
+}
+
+// derive returns a key for one purpose from the server secret, so the
+// JWT signing key and the cache HMAC key are never the same bytes.
+func derive(secret []byte, purpose string) []byte {
+	m := hmac.New(sha256.New, secret)
+	m.Write([]byte(purpose))
+	return m.Sum(nil)
 }
 
 // Keys returns the key service, for hosts that issue keys in code.

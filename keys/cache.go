@@ -11,13 +11,12 @@ import (
 type cacheKey [32]byte
 
 type cacheEntry struct {
-	ck       cacheKey
-	key      *Key      // read-only once cached
-	hash     []byte    // the hash the secret matched (current or previous)
-	expires  time.Time // when the entry must be verified with bcrypt again
-	checked  time.Time // when the record was last compared with the store
-	negative bool      // a known-bad key: answer ErrInvalidKey without bcrypt
-	elem     *list.Element
+	ck      cacheKey
+	key     *Key      // read-only once cached
+	hash    []byte    // the hash the secret matched (current or previous)
+	expires time.Time // when the entry must be verified with bcrypt again
+	checked time.Time // when the record was last compared with the store
+	elem    *list.Element
 }
 
 // lru is a bounded map with least-recently-used eviction. One mutex is

@@ -8,6 +8,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"hash"
 	"log/slog"
 	"runtime"
 	"sync"
@@ -60,6 +61,8 @@ type Service struct {
 	now     func() time.Time
 	log     *slog.Logger
 	cache   *lru
+	neg     *lru // unknown and wrong keys, apart so a flood cannot evict real ones
+	hmacs   sync.Pool
 	sf      singleflight.Group
 	hashSem chan struct{}
 
@@ -114,6 +117,7 @@ func NewService(cfg Config) (*Service, error) {
 		now:      cfg.Now,
 		log:      cfg.Logger,
 		cache:    newLRU(cfg.CacheSize),
+		neg:      newLRU(cfg.CacheSize),
 		hashSem:  make(chan struct{}, cfg.MaxConcurrentHashes),
 		touched:  make(map[string]time.Time),
 		rechecks: make(map[string]bool),
@@ -122,6 +126,7 @@ func NewService(cfg Config) (*Service, error) {
 	if s.now == nil {
 		s.now = time.Now
 	}
+	s.hmacs.New = func() any { return hmac.New(sha256.New, cfg.Secret) }
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
@@ -132,7 +137,11 @@ func NewService(cfg Config) (*Service, error) {
 
 // Close writes pending last-use times and stops background work.
 func (s *Service) Close(ctx context.Context) error {
-	s.closeOnce.Do(func() { close(s.stop) })
+	s.closeOnce.Do(func() {
+		s.recheckMu.Lock()
+		close(s.stop)
+		s.recheckMu.Unlock()
+	})
 	done := make(chan struct{})
 	go func() { s.wg.Wait(); close(done) }()
 	select {
@@ -144,10 +153,12 @@ func (s *Service) Close(ctx context.Context) error {
 }
 
 func (s *Service) cacheKey(key string) cacheKey {
-	m := hmac.New(sha256.New, s.cfg.Secret)
+	m := s.hmacs.Get().(hash.Hash)
+	m.Reset()
 	m.Write([]byte(key))
 	var ck cacheKey
 	m.Sum(ck[:0])
+	s.hmacs.Put(m)
 	return ck
 }
 
@@ -167,10 +178,10 @@ func (s *Service) Verify(ctx context.Context, key string) (*Key, error) {
 	}
 	ck := s.cacheKey(key)
 	now := s.now()
+	if e, ok := s.neg.get(ck); ok && now.Before(e.expires) {
+		return nil, ErrInvalidKey
+	}
 	if e, ok := s.cache.get(ck); ok && now.Before(e.expires) {
-		if e.negative {
-			return nil, ErrInvalidKey
-		}
 		if !bytes.Equal(e.hash, e.key.Hash) && (e.key.PrevExpiresAt == nil || !now.Before(*e.key.PrevExpiresAt)) {
 			// Verified with a previous secret whose grace period is over.
 			s.cache.remove(ck)
@@ -181,11 +192,23 @@ func (s *Service) Verify(ctx context.Context, key string) (*Key, error) {
 		}
 		return s.usable(e.key, now)
 	}
-	v, err, _ := s.sf.Do(string(ck[:]), func() (any, error) { return s.verifySlow(ctx, ck, id, key) })
-	if err != nil {
-		return nil, err
+	// Concurrent first uses of one key share one bcrypt check. The check
+	// runs detached from any one caller's context, so a caller that gives
+	// up does not fail the others; each waits on its own context.
+	ch := s.sf.DoChan(string(ck[:]), func() (any, error) {
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		defer cancel()
+		return s.verifySlow(dctx, ck, id, key)
+	})
+	select {
+	case res := <-ch:
+		if res.Err != nil {
+			return nil, res.Err
+		}
+		return s.usable(res.Val.(*Key), now)
+	case <-ctx.Done():
+		return nil, ctx.Err()
 	}
-	return s.usable(v.(*Key), now)
 }
 
 func (s *Service) usable(k *Key, now time.Time) (*Key, error) {
@@ -202,7 +225,7 @@ func (s *Service) verifySlow(ctx context.Context, ck cacheKey, id, key string) (
 	now := s.now()
 	k, err := s.store.GetKey(ctx, id)
 	if errors.Is(err, ErrNotFound) || (err == nil && k.DeletedAt != nil) {
-		s.cache.put(cacheEntry{ck: ck, negative: true, expires: now.Add(s.cfg.NegativeTTL)})
+		s.neg.put(cacheEntry{ck: ck, expires: now.Add(s.cfg.NegativeTTL)})
 		return nil, ErrInvalidKey
 	}
 	if err != nil {
@@ -221,7 +244,7 @@ func (s *Service) verifySlow(ctx context.Context, ck cacheKey, id, key string) (
 	}
 	<-s.hashSem
 	if err != nil {
-		s.cache.put(cacheEntry{ck: ck, negative: true, expires: now.Add(s.cfg.NegativeTTL)})
+		s.neg.put(cacheEntry{ck: ck, expires: now.Add(s.cfg.NegativeTTL)})
 		return nil, ErrInvalidKey
 	}
 	s.cache.put(cacheEntry{ck: ck, key: k, hash: matched, expires: now.Add(s.cfg.CacheTTL), checked: now})
@@ -236,9 +259,15 @@ func (s *Service) recheck(ck cacheKey, id string, hash []byte) {
 		s.recheckMu.Unlock()
 		return
 	}
+	select {
+	case <-s.stop: // closed: no new background work
+		s.recheckMu.Unlock()
+		return
+	default:
+	}
 	s.rechecks[id] = true
+	s.wg.Add(1) // under recheckMu, which Close takes before Wait
 	s.recheckMu.Unlock()
-	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
 		defer func() {

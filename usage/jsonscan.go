@@ -36,6 +36,16 @@ func scanString(b []byte, i int) (end int, n int64, ok bool) {
 	}
 	i++
 	for i < len(b) {
+		// Fast path: a run of plain ASCII, one decoded byte each.
+		j := i
+		for j < len(b) && plainASCII[b[j]] {
+			j++
+		}
+		n += int64(j - i)
+		i = j
+		if i >= len(b) {
+			break
+		}
 		c := b[i]
 		switch {
 		case c == '"':
@@ -84,6 +94,15 @@ func scanString(b []byte, i int) (end int, n int64, ok bool) {
 	}
 	return i, n, false
 }
+
+// plainASCII marks the bytes that stand for themselves inside a JSON
+// string: ASCII other than the quote and the backslash.
+var plainASCII = func() (t [256]bool) {
+	for c := range utf8.RuneSelf {
+		t[c] = c != '"' && c != '\\'
+	}
+	return t
+}()
 
 func utf16IsSurrogate(r rune) bool { return r >= 0xD800 && r < 0xE000 }
 

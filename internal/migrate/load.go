@@ -5,14 +5,10 @@ import (
 	"fmt"
 	"io/fs"
 	"path"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
 )
-
-// fileName matches a migration file: version, name, direction.
-var fileName = regexp.MustCompile(`^([0-9]+)_([A-Za-z0-9_]+)\.(up|down)\.sql$`)
 
 // Load reads the migrations in dir of fsys (an embed.FS in production).
 // Every version needs both an .up.sql and a .down.sql file; a .down.sql may
@@ -68,15 +64,30 @@ func Load(fsys fs.FS, dir string) ([]Migration, error) {
 	return out, nil
 }
 
-// parseName splits "0001_init.up.sql" into 1, "init", true.
+// parseName splits "0001_init.up.sql" into 1, "init", true. The name part
+// is letters, digits and underscores, as Create writes it.
 func parseName(file string) (version int64, name string, up, ok bool) {
-	m := fileName.FindStringSubmatch(file)
-	if m == nil {
+	var stem string
+	switch {
+	case strings.HasSuffix(file, ".up.sql"):
+		stem, up = strings.TrimSuffix(file, ".up.sql"), true
+	case strings.HasSuffix(file, ".down.sql"):
+		stem = strings.TrimSuffix(file, ".down.sql")
+	default:
 		return 0, "", false, false
 	}
-	v, err := strconv.ParseInt(m[1], 10, 64)
+	digits, name, found := strings.Cut(stem, "_")
+	if !found || digits == "" || name == "" || strings.Trim(digits, "0123456789") != "" {
+		return 0, "", false, false
+	}
+	for i := 0; i < len(name); i++ {
+		if c := name[i]; !(c == '_' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9') {
+			return 0, "", false, false
+		}
+	}
+	v, err := strconv.ParseInt(digits, 10, 64)
 	if err != nil || v <= 0 {
 		return 0, "", false, false
 	}
-	return v, m[2], m[3] == "up", true
+	return v, name, up, true
 }

@@ -17,9 +17,9 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
-	"regexp"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -108,8 +108,6 @@ type Migrator struct {
 	now        func() time.Time
 }
 
-var tableName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$`)
-
 // New returns a Migrator for migrations, which must have distinct positive
 // versions (Load guarantees that); they are applied in ascending order
 // whatever their order in the slice.
@@ -127,7 +125,7 @@ func New(db DB, migrations []Migration, opts Options) (*Migrator, error) {
 	if m.table == "" {
 		m.table = DefaultTable
 	}
-	if !tableName.MatchString(m.table) {
+	if !validTable(m.table) {
 		// The name is spliced into SQL, so it must be a plain identifier.
 		return nil, fmt.Errorf("migrate: invalid table name %q", m.table)
 	}
@@ -350,4 +348,25 @@ func (m *Migrator) ph(n int) string { return m.dialect.Placeholder(n) }
 // order.
 func formatTime(t time.Time) string {
 	return t.UTC().Format("2006-01-02T15:04:05.000000Z07:00")
+}
+
+// validTable accepts an identifier, optionally schema-qualified.
+func validTable(s string) bool {
+	schema, name, qualified := strings.Cut(s, ".")
+	if !qualified {
+		return validIdent(s)
+	}
+	return validIdent(schema) && validIdent(name)
+}
+
+func validIdent(s string) bool {
+	if s == "" || s[0] >= '0' && s[0] <= '9' {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !(c == '_' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9') {
+			return false
+		}
+	}
+	return true
 }

@@ -89,6 +89,9 @@ func TestLoad(t *testing.T) {
 		{"missing up", fstest.MapFS{"m/0001_x.down.sql": {}}},
 		{"bad name", fstest.MapFS{"m/init.sql": {}}},
 		{"no direction", fstest.MapFS{"m/0001_init.sql": {}}},
+		{"dash in name", fstest.MapFS{"m/0001_bad-name.up.sql": {}, "m/0001_bad-name.down.sql": {}}},
+		{"empty name", fstest.MapFS{"m/0001_.up.sql": {}, "m/0001_.down.sql": {}}},
+		{"no version", fstest.MapFS{"m/x_init.up.sql": {}, "m/x_init.down.sql": {}}},
 		{"version zero", fstest.MapFS{"m/0000_x.up.sql": {}, "m/0000_x.down.sql": {}}},
 		{"two names", fstest.MapFS{"m/0001_x.up.sql": {}, "m/0001_y.down.sql": {}}},
 		{"no dir", fstest.MapFS{}},
@@ -107,8 +110,12 @@ func TestNewValidates(t *testing.T) {
 	require.Error(t, err, "duplicate version")
 	_, err = migrate.New(db, []migrate.Migration{{Version: 0, Name: "a"}}, migrate.Options{})
 	require.Error(t, err, "zero version")
-	_, err = migrate.New(db, nil, migrate.Options{Table: "x; DROP TABLE y"})
-	require.Error(t, err, "table name is spliced into SQL")
+	for _, name := range []string{"x; DROP TABLE y", "1abc", "a.b.c", "a.", `"quoted"`} {
+		_, err = migrate.New(db, nil, migrate.Options{Table: name})
+		require.Error(t, err, "table name %q is spliced into SQL", name)
+	}
+	_, err = migrate.New(db, nil, migrate.Options{Table: "relay.schema_migrations_2"})
+	require.NoError(t, err)
 }
 
 func TestUpStatusDownUp(t *testing.T) {

@@ -111,9 +111,7 @@ func (s *Store) TouchKeys(ctx context.Context, lastUsed map[string]time.Time) er
 		}
 		at = storedTime(at)
 		if k.LastUsedAt == nil || k.LastUsedAt.Before(at) {
-			// Replace rather than assign through the pointer: a Clone handed
-			// out earlier shares nothing, but this keeps the rule obvious.
-			k.LastUsedAt = &at
+			k.LastUsedAt = &at // k is the store's own copy; callers only ever see clones
 		}
 	}
 	return nil

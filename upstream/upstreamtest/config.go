@@ -124,8 +124,7 @@ type Config struct {
 	// (a relay should strip it); empty means DefaultOrganizationID.
 	OrganizationID string
 	// Header holds extra headers for every response, such as
-	// anthropic-ratelimit-*. Its values are shared between responses and
-	// must not be changed after New.
+	// anthropic-ratelimit-*; New copies it.
 	Header http.Header
 
 	// DontRecord keeps the fake from recording requests (Requests stays

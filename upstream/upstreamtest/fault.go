@@ -54,13 +54,14 @@ type Fault struct {
 	EventDelay time.Duration
 
 	// CutAfter closes the connection abruptly after that many stream
-	// events (pings count) or AfterHeaders; a JSON answer is cut in the
-	// middle of its body instead, whatever the positive count.
+	// events (pings count) or AfterHeaders. A JSON answer is cut after its
+	// headers (AfterHeaders) or, for any positive count, in the middle of
+	// its body.
 	CutAfter int
 	// ErrorAfter sends an error event (event: error, overloaded_error
 	// unless ErrorType says otherwise) after that many stream events or
 	// AfterHeaders, and ends the stream there cleanly, as the real API does
-	// when it gets overloaded mid-answer.
+	// when it gets overloaded mid-answer. JSON answers ignore it.
 	ErrorAfter int
 	// OmitUsage leaves usage out of message_start, message_delta and the
 	// JSON message, so tests see how the relay copes with no counts.

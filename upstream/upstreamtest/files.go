@@ -70,7 +70,7 @@ func (s *Server) serveFiles(w http.ResponseWriter, r *http.Request, reqID string
 	f := s.files[id]
 	if f != nil && r.Method == http.MethodDelete {
 		delete(s.files, id)
-		s.fileIDs = remove(s.fileIDs, id)
+		s.fileIDs = without(s.fileIDs, id)
 	}
 	s.stateMu.Unlock()
 	switch {
@@ -138,8 +138,8 @@ func (s *Server) uploadFile(w http.ResponseWriter, r *http.Request, reqID string
 	}
 }
 
-func remove(list []string, s string) []string {
-	if i := index(list, s); i >= 0 {
+func without(list []string, s string) []string {
+	if i := indexOf(list, s); i >= 0 {
 		return append(list[:i:i], list[i+1:]...)
 	}
 	return list

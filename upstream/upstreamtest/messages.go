@@ -2,6 +2,7 @@ package upstreamtest
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net/http"
 	"strconv"
@@ -226,12 +227,15 @@ func (s *Server) serveJSON(w http.ResponseWriter, model []byte, f *Fault) {
 	h["Content-Length"] = []string{strconv.Itoa(len(head) + len(model) + len(tail))}
 	w.WriteHeader(http.StatusOK)
 	if f != nil && f.CutAfter != 0 {
-		// Half the body, then the connection goes: the client sees an
-		// unexpected EOF short of Content-Length.
-		whole := make([]byte, 0, len(head)+len(model)+len(tail))
-		whole = append(append(append(whole, head...), model...), tail...)
-		_, _ = w.Write(whole[:len(whole)/2])
-		_ = http.NewResponseController(w).Flush()
+		// The headers (and half the body, unless AfterHeaders), then the
+		// connection goes: the client sees an unexpected EOF short of
+		// Content-Length.
+		if f.CutAfter > 0 {
+			whole := make([]byte, 0, len(head)+len(model)+len(tail))
+			whole = append(append(append(whole, head...), model...), tail...)
+			_, _ = w.Write(whole[:len(whole)/2])
+		}
+		_ = flush(http.NewResponseController(w))
 		panic(http.ErrAbortHandler)
 	}
 	_, _ = w.Write(head)
@@ -259,7 +263,7 @@ func (s *Server) serveStream(ctx context.Context, w http.ResponseWriter, model [
 	h["Cache-Control"] = s.noCache
 	w.WriteHeader(http.StatusOK)
 	rc := http.NewResponseController(w)
-	if rc.Flush() != nil {
+	if flush(rc) != nil {
 		return
 	}
 	events := s.answers.events[mode]
@@ -270,7 +274,7 @@ func (s *Server) serveStream(ctx context.Context, w http.ResponseWriter, model [
 			panic(http.ErrAbortHandler)
 		case errorAfter == AfterHeaders && sent == 0, errorAfter > 0 && sent == errorAfter:
 			s.writeErrorEvent(w, f)
-			_ = rc.Flush()
+			_ = flush(rc)
 			return
 		case sent == total:
 			return
@@ -286,10 +290,20 @@ func (s *Server) serveStream(ctx context.Context, w http.ResponseWriter, model [
 		} else {
 			_, err = w.Write(events[sent-1])
 		}
-		if err != nil || rc.Flush() != nil {
+		if err != nil || flush(rc) != nil {
 			return // the client is gone
 		}
 	}
+}
+
+// flush sends what was written so far. A ResponseWriter that cannot flush
+// (wrapped by middleware that hides Flush) still gets the whole answer,
+// only not event by event.
+func flush(rc *http.ResponseController) error {
+	if err := rc.Flush(); err != nil && !errors.Is(err, http.ErrNotSupported) {
+		return err
+	}
+	return nil
 }
 
 func (s *Server) writeErrorEvent(w io.Writer, f *Fault) {

@@ -33,7 +33,7 @@ func (s *Server) serveModelList(w http.ResponseWriter, r *http.Request, reqID st
 	page, hasMore := s.models, false
 	switch after, before := q.Get("after_id"), q.Get("before_id"); {
 	case after != "":
-		if i := index(page, after); i >= 0 {
+		if i := indexOf(page, after); i >= 0 {
 			page = page[i+1:]
 		} else {
 			page = nil
@@ -42,7 +42,7 @@ func (s *Server) serveModelList(w http.ResponseWriter, r *http.Request, reqID st
 			page, hasMore = page[:limit], true
 		}
 	case before != "":
-		i := index(page, before)
+		i := indexOf(page, before)
 		if i < 0 {
 			i = 0
 		}
@@ -89,7 +89,7 @@ func (s *Server) serveModel(w http.ResponseWriter, reqID, id string) {
 	s.writeJSON(w, m)
 }
 
-func index(list []string, s string) int {
+func indexOf(list []string, s string) int {
 	for i, v := range list {
 		if v == s {
 			return i

@@ -465,6 +465,13 @@ func TestStreamFaults(t *testing.T) {
 			t.Errorf("error event %s", got)
 		}
 	})
+	t.Run("JSON cut after headers", func(t *testing.T) {
+		s.Enqueue(Fault{CutAfter: AfterHeaders})
+		res, body, err := request(t, s, "POST", "/v1/messages", msgBody(model, false))
+		if err == nil || res.StatusCode != 200 || len(body) != 0 {
+			t.Errorf("status %d, %d bytes, err %v", res.StatusCode, len(body), err)
+		}
+	})
 	t.Run("JSON cut", func(t *testing.T) {
 		s.Enqueue(Fault{CutAfter: 1})
 		res, body, err := request(t, s, "POST", "/v1/messages", msgBody(model, false))
@@ -987,6 +994,31 @@ func TestHandlerOnOwnListener(t *testing.T) {
 	body, _ := io.ReadAll(res.Body)
 	if !bytes.Equal(body, s.StreamBody(model)) {
 		t.Errorf("stream through own listener:\n%s", body)
+	}
+}
+
+// hideFlush is middleware whose ResponseWriter cannot flush.
+type hideFlush struct{ w http.ResponseWriter }
+
+func (h hideFlush) Header() http.Header         { return h.w.Header() }
+func (h hideFlush) Write(b []byte) (int, error) { return h.w.Write(b) }
+func (h hideFlush) WriteHeader(code int)        { h.w.WriteHeader(code) }
+
+func TestStreamWithoutFlusher(t *testing.T) {
+	s := NewUnstarted(Config{})
+	defer s.Close()
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.Handler().ServeHTTP(hideFlush{w}, r)
+	}))
+	defer ts.Close()
+	res, err := ts.Client().Post(ts.URL+"/v1/messages", "application/json", strings.NewReader(msgBody(model, true)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	body, _ := io.ReadAll(res.Body)
+	if !bytes.Equal(body, s.StreamBody(model)) {
+		t.Errorf("stream without a flusher:\n%s", body)
 	}
 }
 
