@@ -120,7 +120,7 @@ var (
 
 // ListFilter selects keys for List. Zero fields match everything.
 type ListFilter struct {
-	Name    string // substring match on the name
+	Name    string // case-sensitive substring match on the name
 	Enabled *bool
 	Tier    string
 	// IncludeDeleted lists deleted keys too.
@@ -143,6 +143,7 @@ type Store interface {
 	ListKeys(ctx context.Context, f ListFilter) ([]*Key, string, error)
 	// UpdateKey replaces the stored record of k.ID. ErrNotFound if none.
 	UpdateKey(ctx context.Context, k *Key) error
-	// TouchKeys records last-use times in one write; unknown ids are ignored.
+	// TouchKeys records last-use times in one write; unknown ids are
+	// ignored and LastUsedAt never moves backwards. Nothing else changes.
 	TouchKeys(ctx context.Context, lastUsed map[string]time.Time) error
 }

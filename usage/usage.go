@@ -96,25 +96,35 @@ type Filter struct {
 
 // Totals sums a set of records.
 type Totals struct {
-	Requests int64   `json:"requests"`
-	Errors   int64   `json:"errors"`
+	Requests int64 `json:"requests"`
+	// Errors counts records with Status >= 400, client-closed (499)
+	// included.
+	Errors  int64   `json:"errors"`
 	Usage    Usage   `json:"usage"`
 	CostUSD  float64 `json:"cost_usd"`
 }
 
-// ErrNotFound is returned when a record does not exist.
-var ErrNotFound = errors.New("usage: not found")
+// Errors returned by stores.
+var (
+	// ErrNotFound: the record does not exist.
+	ErrNotFound = errors.New("usage: not found")
+	// ErrInvalidCursor: a pagination cursor the store did not issue.
+	ErrInvalidCursor = errors.New("usage: invalid cursor")
+)
 
 // Store keeps usage records. Implementations live in storage/*.
 type Store interface {
 	// InsertRecords stores records. It is idempotent on RequestID: a record
-	// whose RequestID is already stored is skipped, so a batch may be
-	// replayed after a failure without counting anything twice.
+	// whose RequestID is already stored is skipped (the first one stored
+	// wins), so a batch may be replayed after a failure without counting
+	// anything twice. Every record must have a RequestID. Times are kept
+	// at microsecond precision, in UTC.
 	InsertRecords(ctx context.Context, recs []Record) error
 	// Totals sums the records that match f.
 	Totals(ctx context.Context, f Filter) (Totals, error)
-	// ListRecords returns up to limit records matching f, newest first,
-	// starting after the cursor returned by the previous call ("" for the
-	// first page). The returned cursor is "" on the last page.
+	// ListRecords returns up to limit records matching f (limit <= 0 means
+	// 100), newest first, starting after the cursor returned by the
+	// previous call ("" for the first page). The returned cursor is "" on
+	// the last page. A cursor the store did not issue is ErrInvalidCursor.
 	ListRecords(ctx context.Context, f Filter, cursor string, limit int) ([]Record, string, error)
 }

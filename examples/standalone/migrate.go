@@ -10,6 +10,7 @@ import (
 	"strconv"
 
 	"github.com/relaystation/relay/internal/migrate"
+	"github.com/relaystation/relay/storage/sqlite"
 )
 
 // runMigrate is `standalone migrate …`, the counterpart of the original
@@ -23,7 +24,7 @@ func runMigrate(ctx context.Context, args []string, getenv func(string) string, 
 		if len(args) != 2 {
 			return errors.New("usage: migrate create NAME")
 		}
-		up, down, err := migrate.Create(filepath.Join("storage", "sqlite", "migrations"), args[1])
+		up, down, err := migrate.Create(filepath.FromSlash(sqlite.MigrationsDir), args[1])
 		if err != nil {
 			return err
 		}

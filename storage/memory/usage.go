@@ -4,7 +4,7 @@ import (
 	"cmp"
 	"context"
 	"encoding/base64"
-	"errors"
+	"fmt"
 	"slices"
 	"sort"
 	"strconv"
@@ -177,4 +177,4 @@ func decodeCursor(c string) (time.Time, string, error) {
 }
 
 // errBadCursor is returned for a cursor this store did not produce.
-var errBadCursor = errors.New("memory: invalid usage cursor")
+var errBadCursor = fmt.Errorf("memory: %w", usage.ErrInvalidCursor)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"database/sql"
 	"encoding/base64"
-	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -184,4 +183,4 @@ func decodeCursor(c string) (micros int64, requestID string, err error) {
 }
 
 // errBadCursor is returned for a cursor this store did not produce.
-var errBadCursor = errors.New("sqlite: invalid usage cursor")
+var errBadCursor = fmt.Errorf("sqlite: %w", usage.ErrInvalidCursor)

@@ -51,11 +51,12 @@ const (
 	DefaultMessageID      = "msg_01UpstreamTestFakeMessage"
 	DefaultOrganizationID = "5b6b1a0e-7f1c-4b8e-9d2a-0f1e2d3c4b5a"
 	DefaultStopReason     = "end_turn"
-
-	// MaxBodyBytes is the upstream's request size limit: bigger bodies get
-	// 413 request_too_large, as from the real API.
-	MaxBodyBytes = 32 << 20
 )
+
+// MaxBodyBytes is the real API's request size limit for Messages and
+// count_tokens: bigger bodies get 413 request_too_large. The fake applies
+// it to every endpoint.
+const MaxBodyBytes = 32 << 20
 
 // DefaultModels is the model list GET /v1/models answers when Config.Models
 // is nil. It is a function, not a variable, so that no test can change what

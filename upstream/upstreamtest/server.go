@@ -15,10 +15,10 @@ import (
 	"time"
 )
 
-// Server is a fake Anthropic API. It speaks the real wire format (see
-// PROTOCOL.md) so that the relay, the official SDKs and Claude Code can be
-// tested against it without the network, and it misbehaves on demand
-// ([Fault]) so that the relay's retry and error paths get exercised too.
+// Server is a fake Anthropic API. It speaks the real wire format so that
+// the relay, the official SDKs and Claude Code can be tested against it
+// without the network, and it misbehaves on demand ([Fault]) so that the
+// relay's retry and error paths get exercised too.
 //
 // A Server is safe for concurrent use.
 type Server struct {
@@ -33,8 +33,8 @@ type Server struct {
 	usage   Usage
 	answers answers
 	models  []string
-	known   map[string]bool
-	// modelJSON holds each model object of GET /v1/models, built once.
+	// modelJSON holds each model object of GET /v1/models, built once; it
+	// doubles as the set of known models.
 	modelJSON map[string][]byte
 
 	// Header values shared by every response; never modified.
@@ -130,7 +130,6 @@ func NewUnstarted(cfg Config) *Server {
 		cfg:       cfg,
 		usage:     *cfg.Usage,
 		models:    append([]string(nil), cfg.Models...),
-		known:     make(map[string]bool, len(cfg.Models)),
 		modelJSON: make(map[string][]byte, len(cfg.Models)),
 		orgID:     []string{cfg.OrganizationID},
 		ctJSON:    []string{"application/json"},
@@ -146,7 +145,6 @@ func NewUnstarted(cfg Config) *Server {
 	s.cfg.Models = s.models
 	s.cfg.Faults = nil
 	for _, m := range s.models {
-		s.known[m] = true
 		s.modelJSON[m] = appendModel(nil, m)
 	}
 	s.answers = buildAnswers(&s.cfg, s.usage)
@@ -591,7 +589,7 @@ func (s *Server) checkBody(w http.ResponseWriter, reqID string, body []byte, too
 		s.writeError(w, reqID, http.StatusBadRequest, "invalid_request_error", "model: Input should be a valid string")
 	case sn.streamNotBool:
 		s.writeError(w, reqID, http.StatusBadRequest, "invalid_request_error", "stream: Input should be a valid boolean")
-	case s.cfg.RejectUnknownModels && !s.known[modelString(&sn)]:
+	case s.cfg.RejectUnknownModels && s.modelJSON[modelString(&sn)] == nil:
 		s.writeError(w, reqID, http.StatusNotFound, "not_found_error", "model: "+modelString(&sn))
 	default:
 		return sn, true
