@@ -100,8 +100,8 @@ type Totals struct {
 	// Errors counts records with Status >= 400, client-closed (499)
 	// included.
 	Errors  int64   `json:"errors"`
-	Usage    Usage   `json:"usage"`
-	CostUSD  float64 `json:"cost_usd"`
+	Usage   Usage   `json:"usage"`
+	CostUSD float64 `json:"cost_usd"`
 }
 
 // Errors returned by stores.
