@@ -1,0 +1,262 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"os"
+	"path/filepath"
+	"runtime/pprof"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/relaystation/relay"
+	"github.com/relaystation/relay/keys"
+	"github.com/relaystation/relay/storage/sqlite"
+	"github.com/relaystation/relay/upstream/upstreamtest"
+	"github.com/relaystation/relay/usage"
+)
+
+// upstreamKey is the "real" Anthropic key: the fake demands it, so a
+// proxy that fails to swap the client's key shows up as 401 errors.
+const upstreamKey = "sk-ant-api03-loadtest-upstream-credential"
+
+// delayPath is the upstream child's control endpoint: POST ?d=5ms sets
+// the fake's event delay for every following stream (0 clears it). Only
+// the load generator calls it, directly; the proxies never forward it.
+const delayPath = "/loadtest/event-delay"
+
+// serve runs one server child: `loadtest serve-upstream|serve-bare|
+// serve-relay ADDR [flags]`. It prints "ready ADDR [KEY]" on stdout once it
+// listens and runs until its stdin closes (the parent ended or said stop).
+func serve(kind string, args []string) error {
+	fs := flag.NewFlagSet(kind, flag.ContinueOnError)
+	upURL := fs.String("upstream", "", "upstream base URL (bare, relay)")
+	deltas := fs.Int("deltas", 16, "text_delta events per stream (upstream)")
+	mode := fs.String("mode", "embedded", "relay storage: embedded or postgres")
+	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of this server to `file`")
+	if len(args) < 1 {
+		return errors.New("usage: loadtest " + kind + " ADDR [flags]")
+	}
+	if err := fs.Parse(args[1:]); err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", args[0])
+	if err != nil {
+		return err
+	}
+	if *cpuprofile != "" {
+		f, err := os.Create(*cpuprofile)
+		if err != nil {
+			return err
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer f.Close()
+		defer pprof.StopCPUProfile()
+	}
+
+	ready := "ready " + ln.Addr().String()
+	var h http.Handler
+	var stop func(context.Context) error
+	switch kind {
+	case "serve-upstream":
+		h = fakeUpstream(*deltas)
+	case "serve-bare":
+		if h, err = bareProxy(*upURL); err != nil {
+			return err
+		}
+	case "serve-relay":
+		var key string
+		if h, key, stop, err = relayServer(*upURL, *mode); err != nil {
+			return err
+		}
+		ready += " " + key
+	default:
+		return fmt.Errorf("unknown server %q", kind)
+	}
+
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, ErrorLog: discardLog()}
+	go func() {
+		_, _ = io.Copy(io.Discard, os.Stdin) // EOF: the parent is done or gone
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+		srv.Close() // streams still open after the grace period
+	}()
+	fmt.Println(ready)
+	if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	if stop != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		return stop(ctx)
+	}
+	return nil
+}
+
+// fakeUpstream is the fake Anthropic API plus the event-delay control.
+func fakeUpstream(deltas int) http.Handler {
+	deltas = max(deltas, 1)
+	fake := upstreamtest.NewUnstarted(upstreamtest.Config{
+		APIKey:     upstreamKey,
+		DontRecord: true,
+		Deltas:     deltas,
+		Text:       strings.Repeat("word ", deltas),
+	})
+	api := fake.Handler()
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != delayPath {
+			api.ServeHTTP(w, r)
+			return
+		}
+		d, err := time.ParseDuration(r.URL.Query().Get("d"))
+		if err != nil || d < 0 {
+			http.Error(w, "bad d", http.StatusBadRequest)
+			return
+		}
+		if d == 0 {
+			fake.ClearFaults()
+		} else {
+			fake.SetDefault(upstreamtest.Fault{EventDelay: d})
+		}
+	})
+}
+
+// bareProxy is the calibration point: a reverse proxy that only swaps the
+// client's key for the upstream one, on a transport tuned as a careful
+// operator would (large keep-alive pool, pooled copy buffers, every write
+// flushed at once).
+func bareProxy(upstreamURL string) (http.Handler, error) {
+	target, err := url.Parse(upstreamURL)
+	if err != nil || target.Host == "" {
+		return nil, fmt.Errorf("bare proxy: bad upstream URL %q", upstreamURL)
+	}
+	tr := &http.Transport{
+		DialContext:         (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		MaxIdleConnsPerHost: 1024,
+		IdleConnTimeout:     90 * time.Second,
+		DisableCompression:  true,
+	}
+	return &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.SetURL(target)
+			pr.Out.Header.Del("Authorization")
+			pr.Out.Header["X-Api-Key"] = []string{upstreamKey}
+		},
+		Transport:     tr,
+		FlushInterval: -1,
+		BufferPool:    newBufferPool(32 << 10),
+		ErrorLog:      discardLog(),
+	}, nil
+}
+
+// relayServer is the relay under test with auth, a token limit on the key
+// and usage recording. stop closes the relay (flushing usage records) and
+// reports on stdout how many records were written.
+func relayServer(upstreamURL, mode string) (h http.Handler, key string, stop func(context.Context) error, err error) {
+	ctx := context.Background()
+	st, cleanup, err := openStore(ctx, mode)
+	if err != nil {
+		return nil, "", nil, err
+	}
+	rl, err := relay.New(relay.Config{
+		UpstreamURL:        upstreamURL,
+		UpstreamCredential: upstreamKey,
+		Keys:               st,
+		Usage:              st,
+		BcryptCost:         4,
+	})
+	if err != nil {
+		cleanup()
+		return nil, "", nil, err
+	}
+	// A limit far from reach, so the quota check runs on every request.
+	if _, key, err = rl.Keys().Create(ctx, keys.CreateParams{Name: "loadtest", TokenLimit: 1 << 60}); err != nil {
+		cleanup()
+		return nil, "", nil, err
+	}
+	stop = func(ctx context.Context) error {
+		defer cleanup()
+		if err := rl.Close(ctx); err != nil {
+			return err
+		}
+		t, err := st.Totals(ctx, usage.Filter{})
+		if err != nil {
+			return err
+		}
+		fmt.Printf("records %d %d\n", t.Requests, t.Errors)
+		return nil
+	}
+	return rl.Handler(), key, stop, nil
+}
+
+// store is what the relay needs from a backend.
+type store interface {
+	keys.Store
+	usage.Store
+}
+
+// openStore opens the relay's stores for a mode. Postgres + Redis mode
+// goes here once storage/postgres and storage/redis exist.
+func openStore(ctx context.Context, mode string) (store, func(), error) {
+	switch mode {
+	case "embedded":
+		dir, err := os.MkdirTemp("", "relay-loadtest-")
+		if err != nil {
+			return nil, nil, err
+		}
+		st, err := sqlite.Open(ctx, filepath.Join(dir, "relay.db"))
+		if err != nil {
+			os.RemoveAll(dir)
+			return nil, nil, err
+		}
+		return st, func() { st.Close(); os.RemoveAll(dir) }, nil
+	case "postgres":
+		return nil, nil, errors.New("-mode postgres needs storage/postgres and storage/redis, which this tree does not have yet")
+	}
+	return nil, nil, fmt.Errorf("unknown -mode %q (embedded or postgres)", mode)
+}
+
+// bufferPool hands out copy buffers to httputil.ReverseProxy.
+type bufferPool struct{ p sync.Pool }
+
+func newBufferPool(size int) *bufferPool {
+	return &bufferPool{p: sync.Pool{New: func() any { b := make([]byte, size); return &b }}}
+}
+
+func (b *bufferPool) Get() []byte  { return *b.p.Get().(*[]byte) }
+func (b *bufferPool) Put(p []byte) { b.p.Put(&p) }
+
+// readyLine waits for a child's "ready ADDR [KEY]" line.
+func readyLine(sc *bufio.Scanner, timeout time.Duration) ([]string, error) {
+	got := make(chan []string, 1)
+	go func() {
+		for sc.Scan() {
+			if f := strings.Fields(sc.Text()); len(f) >= 2 && f[0] == "ready" {
+				got <- f[1:]
+				return
+			}
+		}
+		close(got)
+	}()
+	select {
+	case f, ok := <-got:
+		if !ok {
+			return nil, errors.New("exited before it was ready")
+		}
+		return f, nil
+	case <-time.After(timeout):
+		return nil, errors.New("not ready in time")
+	}
+}
