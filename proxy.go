@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"encoding/json"
 	"errors"
 	"io"
 	"net"
@@ -327,6 +328,18 @@ func (rl *Relay) copyBody(w http.ResponseWriter, body io.Reader, stream bool, sx
 	}
 }
 
+// errInvalidUpstream is the error type recorded when the upstream answered
+// 200 with something that is not a message (a proxy's HTML page, garbage).
+const errInvalidUpstream = "invalid_upstream_response"
+
+// isMessage reports whether body is a JSON Messages API message.
+func isMessage(body []byte) bool {
+	var m struct {
+		Type string `json:"type"`
+	}
+	return json.Unmarshal(body, &m) == nil && m.Type == "message"
+}
+
 // maxTee bounds how much of a non-streaming answer is kept to read its
 // usage; Messages answers are far smaller.
 const maxTee = 8 << 20
@@ -352,9 +365,13 @@ func (rl *Relay) settle(a *attempt, resp *http.Response, sx *usage.StreamExtract
 			}
 			return
 		}
-		if sx.Events() > 0 || rec.Status == http.StatusOK {
+		if sx.Started() {
+			// A real stream whose upstream reported no counts: estimate.
 			rec.Usage = usage.Usage{InputTokens: rl.tok.EstimateRequest(a.body), OutputTokens: tokenizer.EstimateBytes(sx.DeltaBytes())}
 			rec.Estimated = true
+		} else if rec.ErrorType == "" && rec.Status != usage.StatusClientClosed {
+			// 200 and event-stream, but no message: garbage, not an answer.
+			rec.ErrorType = errInvalidUpstream
 		}
 		return
 	}
@@ -373,9 +390,11 @@ func (rl *Relay) settle(a *attempt, resp *http.Response, sx *usage.StreamExtract
 		rec.Usage, rec.ResponseModel = u, model
 		return
 	}
-	if rec.Status == http.StatusOK || rec.Status == usage.StatusClientClosed {
+	if isMessage(tee.Bytes()) {
 		rec.Usage = usage.Usage{InputTokens: rl.tok.EstimateRequest(a.body), OutputTokens: tokenizer.EstimateBytes(int64(tee.Len()))}
 		rec.Estimated = true
+	} else if rec.Status != usage.StatusClientClosed {
+		rec.ErrorType = errInvalidUpstream // an HTML page or garbage with a 200
 	}
 }
 

@@ -627,3 +627,21 @@ func TestCloseDrainsStreams(t *testing.T) {
 	}
 	errorShape(t, e.post("/v1/messages", `{"model":"m"}`, e.key), 503, "overloaded_error")
 }
+
+// TestGarbageUpstream: a 200 that is not a message is recorded as an
+// upstream error and billed nothing.
+func TestGarbageUpstream(t *testing.T) {
+	e := newEnv(t, upstreamtest.Config{})
+	e.fake.Enqueue(upstreamtest.HTMLFault(), upstreamtest.GarbageFault())
+	a := e.post("/v1/messages", `{"model":"claude-sonnet-4-5","max_tokens":10,"messages":[]}`, e.key)
+	if a.status != 200 || !strings.Contains(a.body, "<html>") {
+		t.Errorf("the HTML page did not pass through: %d %q", a.status, a.body)
+	}
+	e.post("/v1/messages", `{"model":"claude-sonnet-4-5","max_tokens":10,"stream":true,"messages":[]}`, e.key)
+	e.waitTotals(e.keyID, 2)
+	for _, rec := range e.records(e.keyID) {
+		if rec.ErrorType != "invalid_upstream_response" || !rec.Usage.IsZero() {
+			t.Errorf("record = %+v", rec)
+		}
+	}
+}

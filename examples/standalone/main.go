@@ -10,6 +10,7 @@
 //	standalone migrate down [N]  roll back N migrations (default 1)
 //	standalone migrate status  list migrations and whether each is applied
 //	standalone migrate create NAME  write a new numbered up/down pair
+//	standalone healthcheck     exit 0 when the server on LISTEN_ADDR answers /health (for Docker)
 package main
 
 import (
@@ -41,6 +42,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			args = args[1:]
 		case "migrate":
 			return runMigrate(ctx, args[1:], getenv, stdout)
+		case "healthcheck":
+			return healthcheck(ctx, getenv)
 		case "help", "-h", "--help":
 			fmt.Fprint(stdout, usageText)
 			return nil
@@ -54,7 +57,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	return serve(ctx, getenv, stdout, stderr)
 }
 
-const usageText = `usage: standalone [serve | migrate up | migrate down [N] | migrate status | migrate create NAME]
+const usageText = `usage: standalone [serve | migrate up | migrate down [N] | migrate status | migrate create NAME | healthcheck]
 
 Configuration is read from the environment; see examples/standalone/.env.example.
 `

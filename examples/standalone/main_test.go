@@ -194,6 +194,9 @@ func TestNewUser(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+	if err := run(context.Background(), []string{"healthcheck"}, func(k string) string { return env[k] }, io.Discard, io.Discard); err != nil {
+		t.Errorf("healthcheck: %v", err)
+	}
 	if status, body := do(t, "GET", base+"/metrics", nil); status != 200 || !strings.Contains(string(body), "relay_tokens_total") {
 		t.Errorf("metrics: %d", status)
 	}

@@ -1,0 +1,354 @@
+// Command loadtest measures the relay's cost against a bare reverse proxy
+// and against calling the upstream directly, all in one run.
+//
+// It starts three server processes by re-executing itself: the fake
+// Anthropic API (upstream/upstreamtest), a bare httputil.ReverseProxy that
+// only swaps the key (the calibration point), and the relay with SQLite
+// storage, a key with a token limit and usage recording. Then it drives
+// the same load through the same client at each in turn and prints, side
+// by side, throughput, latency, errors, CPU time per request and RSS, the
+// relay's ratios to the bare proxy, and whether they meet the targets.
+//
+//	go run ./internal/cmd/loadtest -duration 5s -concurrency 32 -streams 1000
+//
+// Every server listens on 127.0.0.1. Phases end by time and the program by
+// itself; the servers die with it.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"net/http"
+	"os"
+	"os/signal"
+	"runtime"
+	"slices"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+)
+
+func main() {
+	log.SetFlags(0)
+	log.SetPrefix("loadtest: ")
+	if len(os.Args) > 1 && strings.HasPrefix(os.Args[1], "serve-") {
+		if err := serve(os.Args[1], os.Args[2:]); err != nil {
+			log.Fatalf("%s: %v", os.Args[1], err)
+		}
+		return
+	}
+	if err := run(os.Args[1:], os.Stdout); err != nil {
+		log.Fatal(err)
+	}
+}
+
+// options are the command-line flags.
+type options struct {
+	Duration    time.Duration `json:"duration_ns"`
+	Concurrency int           `json:"concurrency"`
+	Rate        float64       `json:"rate"`
+	Streams     int           `json:"streams"`
+	Deltas      int           `json:"events"`
+	EventDelay  time.Duration `json:"event_delay_ns"`
+	Mode        string        `json:"mode"`
+	Phases      string        `json:"phases"`
+	JSON        bool          `json:"-"`
+	CPUProfile  string        `json:"-"`
+}
+
+const allPhases = "open,latency,nonstream,stream,rate,paced"
+
+func parseFlags(args []string) (options, error) {
+	var o options
+	fs := flag.NewFlagSet("loadtest", flag.ContinueOnError)
+	fs.DurationVar(&o.Duration, "duration", 5*time.Second, "length of each measured phase, per target")
+	fs.IntVar(&o.Concurrency, "concurrency", 32, "connections of the fixed-concurrency phases")
+	fs.Float64Var(&o.Rate, "rate", 0, "requests/s of the fixed-rate phase; 0 skips it")
+	fs.IntVar(&o.Streams, "streams", 1000, "streams held open at once in the RSS phase; 10000 needs `ulimit -n` above 20,100 (the relay holds two sockets per stream)")
+	fs.IntVar(&o.Deltas, "events", 16, "text_delta events per stream (each stream has 6 more: message_start, content_block_start, ping, content_block_stop, message_delta, message_stop)")
+	fs.DurationVar(&o.EventDelay, "event-delay", 5*time.Millisecond, "the fake's delay between events in the paced stream phase")
+	fs.StringVar(&o.Mode, "mode", "embedded", "relay storage: embedded (SQLite in a temp dir) or postgres (Postgres + Redis; needs storage/postgres)")
+	fs.StringVar(&o.Phases, "phases", allPhases, "comma-separated phases to run")
+	fs.BoolVar(&o.JSON, "json", false, "print the report as JSON")
+	fs.StringVar(&o.CPUProfile, "relay-cpuprofile", "", "write the relay process's CPU profile (whole run) to `file`")
+	if err := fs.Parse(args); err != nil {
+		return o, err
+	}
+	if o.Duration <= 0 || o.Concurrency < 1 || o.Rate < 0 || o.Streams < 0 || o.Deltas < 1 || o.EventDelay < time.Millisecond {
+		return o, fmt.Errorf("bad flags: need -duration > 0, -concurrency ≥ 1, -rate ≥ 0, -streams ≥ 0, -events ≥ 1, -event-delay ≥ 1ms")
+	}
+	for _, p := range strings.Split(o.Phases, ",") {
+		if !slices.Contains(strings.Split(allPhases, ","), p) {
+			return o, fmt.Errorf("unknown phase %q (phases: %s)", p, allPhases)
+		}
+	}
+	return o, nil
+}
+
+// report is everything one run measured.
+type report struct {
+	Machine  machine      `json:"machine"`
+	Options  options      `json:"options"`
+	Results  []*result    `json:"results"`
+	Open     []openResult `json:"open_streams,omitempty"`
+	Checks   []check      `json:"checks"`
+	Records  string       `json:"relay_usage_records"`
+	RelayReq int64        `json:"relay_requests_sent"`
+}
+
+type machine struct {
+	CPUs       int    `json:"cpus"`
+	GOMAXPROCS int    `json:"gomaxprocs"`
+	CPU        string `json:"cpu"`
+	Kernel     string `json:"kernel"`
+	Go         string `json:"go"`
+	FileLimit  uint64 `json:"nofile"`
+}
+
+func run(args []string, stdout io.Writer) error {
+	o, err := parseFlags(args)
+	if err != nil {
+		return err
+	}
+	nofile := raiseFileLimit()
+	rep := &report{Options: o, Machine: describeMachine(nofile)}
+	// The relay holds a socket to the client and one to the upstream for
+	// every stream; leave room for its database and listeners.
+	if most := int(nofile-200) / 2; o.Streams > most {
+		log.Printf("-streams %d is more than RLIMIT_NOFILE %d allows the relay; using %d", o.Streams, nofile, most)
+		o.Streams, rep.Options.Streams = most, most
+	}
+	phases := strings.Split(o.Phases, ",")
+	has := func(p string) bool { return slices.Contains(phases, p) }
+
+	// A hard bound on the whole run, whatever happens.
+	budget := time.Duration(len(phases)*3)*(o.Duration+phaseWarmup(o.Duration)+5*time.Second) + 3*openTimeout + time.Minute
+	ctx, cancel := context.WithTimeout(context.Background(), budget)
+	defer cancel()
+	ctx, stopSignals := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stopSignals()
+
+	up, err := startChild("upstream", "serve-upstream", "-deltas", fmt.Sprint(o.Deltas))
+	if err != nil {
+		return err
+	}
+	defer up.stop(5 * time.Second)
+	upURL := "http://" + up.addr
+	bare, err := startChild("bare", "serve-bare", "-upstream", upURL)
+	if err != nil {
+		return err
+	}
+	defer bare.stop(5 * time.Second)
+	relayArgs := []string{"-upstream", upURL, "-mode", o.Mode}
+	if o.CPUProfile != "" {
+		relayArgs = append(relayArgs, "-cpuprofile", o.CPUProfile)
+	}
+	rel, err := startChild("relay", "serve-relay", relayArgs...)
+	if err != nil {
+		return err
+	}
+	relayStopped := false
+	defer func() {
+		if !relayStopped {
+			rel.stop(40 * time.Second)
+		}
+	}()
+
+	lg := newLoadgen(max(1024, o.Concurrency), o.Deltas, upURL)
+	hdr := func(key string) http.Header {
+		return http.Header{"Content-Type": {"application/json"}, "Anthropic-Version": {"2023-06-01"}, "X-Api-Key": {key}}
+	}
+	targets := []*target{
+		{name: "direct", url: upURL + "/v1/messages", header: hdr(upstreamKey), proc: up},
+		{name: "bare", url: "http://" + bare.addr + "/v1/messages", header: hdr(rel.key), proc: bare},
+		{name: "relay", url: "http://" + rel.addr + "/v1/messages", header: hdr(rel.key), proc: rel},
+	}
+	b := &bench{lg: lg, o: o, up: up, targets: targets}
+
+	if !o.JSON {
+		fmt.Fprintf(stdout, "loadtest: %d CPUs (%s), %s, relay mode %s, %v per phase, concurrency %d\n\n",
+			rep.Machine.CPUs, rep.Machine.CPU, rep.Machine.Go, o.Mode, o.Duration, o.Concurrency)
+	}
+	// A first warm-up opens connections and fills the relay's key cache
+	// before the idle RSS of the open-streams phase is taken.
+	for _, t := range targets {
+		lg.closedLoop(ctx, o.Concurrency, phaseWarmup(o.Duration), func(w *worker, now time.Time) { w.message(ctx, t, now) })
+		lg.closedLoop(ctx, o.Concurrency, phaseWarmup(o.Duration), func(w *worker, now time.Time) { w.stream(ctx, t, now, 0) })
+	}
+
+	if has("open") && o.Streams > 0 && ctx.Err() == nil {
+		if err := lg.setEventDelay(ctx, 10*time.Minute); err != nil {
+			return err
+		}
+		for _, t := range targets {
+			rep.Open = append(rep.Open, lg.openStreams(ctx, t, o.Streams, openTimeout))
+			lg.tr.CloseIdleConnections()
+		}
+		if err := lg.setEventDelay(ctx, 0); err != nil {
+			return err
+		}
+	}
+	if has("latency") {
+		rep.Results = append(rep.Results, b.closed(ctx, "latency", 1, false, 0)...)
+	}
+	if has("nonstream") {
+		rep.Results = append(rep.Results, b.closed(ctx, "nonstream", o.Concurrency, false, 0)...)
+	}
+	if has("stream") {
+		rep.Results = append(rep.Results, b.closed(ctx, "stream", o.Concurrency, true, 0)...)
+	}
+	if has("rate") && o.Rate > 0 {
+		rep.Results = append(rep.Results, b.rate(ctx)...)
+	}
+	if has("paced") {
+		if err := lg.setEventDelay(ctx, o.EventDelay); err != nil {
+			return err
+		}
+		rep.Results = append(rep.Results, b.closed(ctx, "paced", o.Concurrency, true, o.EventDelay)...)
+		if err := lg.setEventDelay(ctx, 0); err != nil {
+			return err
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		log.Printf("run cut short: %v", err)
+	}
+
+	rep.RelayReq = targets[2].sent.Load()
+	relayStopped = true
+	for _, l := range rel.stop(40 * time.Second) {
+		if r, ok := strings.CutPrefix(l, "records "); ok {
+			rep.Records = r
+		}
+	}
+	rep.Checks = checks(rep, o)
+	if o.JSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(rep)
+	}
+	printReport(stdout, rep)
+	return nil
+}
+
+// openTimeout bounds how long opening the streams of one target may take.
+const openTimeout = 90 * time.Second
+
+// phaseWarmup is the unmeasured run before each measured one.
+func phaseWarmup(d time.Duration) time.Duration { return min(d/5, time.Second) }
+
+func describeMachine(nofile uint64) machine {
+	m := machine{CPUs: runtime.NumCPU(), GOMAXPROCS: runtime.GOMAXPROCS(0), Go: runtime.Version(), FileLimit: nofile}
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(l, "model name"); ok {
+				m.CPU = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(v), ":"))
+				break
+			}
+		}
+	}
+	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
+		m.Kernel = "Linux " + strings.TrimSpace(string(b))
+	}
+	return m
+}
+
+// printReport writes the tables and the target checks.
+func printReport(out io.Writer, rep *report) {
+	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
+	row := func(cells ...any) {
+		for _, c := range cells {
+			fmt.Fprint(tw, c, "\t")
+		}
+		fmt.Fprintln(tw)
+	}
+	if len(rep.Open) > 0 {
+		fmt.Fprintf(out, "open streams (%d at once, held open by the fake; RSS of the target's own process)\n", rep.Options.Streams)
+		row("target", "opened", "errors", "open time", "idle RSS", "RSS open", "RSS/stream")
+		for _, r := range rep.Open {
+			row(r.Target, r.Opened, r.Errors, fmt.Sprintf("%.1fs", r.OpenTime), mib(r.IdleRSSKiB), mib(r.OpenRSSKiB), fmt.Sprintf("%.1f KiB", r.PerStreamKiB))
+		}
+		tw.Flush()
+		fmt.Fprintln(out)
+	}
+	for i := 0; i < len(rep.Results); {
+		phase := rep.Results[i].Phase
+		j := i
+		for j < len(rep.Results) && rep.Results[j].Phase == phase {
+			j++
+		}
+		rs := rep.Results[i:j]
+		i = j
+		fmt.Fprintln(out, phaseTitle(rs[0], rep.Options))
+		row("target", "req/s", "p50", "p99", "added p50", "added p99", "errors", "cpu/req", "upstream cpu/req", "RSS")
+		for _, r := range rs {
+			row(r.Target, fmt.Sprintf("%.0f", r.RPS), dur(r.Latency.P50), dur(r.Latency.P99), dur(r.AddedP50), dur(r.AddedP99),
+				errCell(r), dur(r.CPUPerReq), dur(r.UpstreamCPUPerReq), mib(r.RSSKiB))
+		}
+		if phase == "paced" {
+			tw.Flush()
+			fmt.Fprintf(out, "  per event (fake sleeps %v between events):\n", rep.Options.EventDelay)
+			row("target", "TTFB p50", "TTFB p99", "added TTFB", "gap p50", "gap p99", "added gap p50", "added gap p99", "events", "batched")
+			for _, r := range rs {
+				row(r.Target, dur(r.TTFB.P50), dur(r.TTFB.P99), dur(r.AddedTTFB), dur(r.Gap.P50), dur(r.Gap.P99),
+					dur(r.Gap.P50-rep.Options.EventDelay), dur(r.Gap.P99-rep.Options.EventDelay), r.Events, r.Batched)
+			}
+		}
+		tw.Flush()
+		for _, r := range rs {
+			if r.FirstError != "" {
+				fmt.Fprintf(out, "  %s first error: %s\n", r.Target, r.FirstError)
+			}
+		}
+		fmt.Fprintln(out)
+	}
+	fmt.Fprintf(out, "relay usage records (requests, errors incl. client-closed): %s for %d requests sent to the relay\n\n", rep.Records, rep.RelayReq)
+	fmt.Fprintln(out, "targets (relay vs bare proxy, same run)")
+	for _, c := range rep.Checks {
+		verdict := "MISS"
+		if c.Pass {
+			verdict = "ok  "
+		}
+		fmt.Fprintf(out, "  %s %-44s %s\n", verdict, c.Name, c.Value)
+	}
+}
+
+func phaseTitle(r *result, o options) string {
+	switch r.Phase {
+	case "latency":
+		return "non-streaming, 1 connection (latency)"
+	case "nonstream":
+		return fmt.Sprintf("non-streaming, %d connections", r.Concurrency)
+	case "stream":
+		return fmt.Sprintf("streaming, %d connections, %d events per stream, no delay (req/s = streams/s)", r.Concurrency, o.Deltas+6)
+	case "rate":
+		return fmt.Sprintf("non-streaming, fixed rate %.0f req/s (latency from when each request was due)", r.Rate)
+	case "paced":
+		return fmt.Sprintf("streaming, %d connections, %d events %v apart", r.Concurrency, o.Deltas+6, o.EventDelay)
+	}
+	return r.Phase
+}
+
+func errCell(r *result) string {
+	if r.Dropped > 0 {
+		return fmt.Sprintf("%d (+%d dropped)", r.Errors, r.Dropped)
+	}
+	return fmt.Sprint(r.Errors)
+}
+
+func dur(d time.Duration) string {
+	switch a := max(d, -d); {
+	case a == 0:
+		return "0"
+	case a < time.Millisecond:
+		return fmt.Sprintf("%.0fµs", float64(d)/1e3)
+	default:
+		return fmt.Sprintf("%.2fms", float64(d)/1e6)
+	}
+}
+
+func mib(kib int64) string { return fmt.Sprintf("%.1f MiB", float64(kib)/1024) }
