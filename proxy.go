@@ -150,11 +150,20 @@ func (rl *Relay) readBody(w http.ResponseWriter, r *http.Request) ([]byte, *apie
 	if r.ContentLength > 0 {
 		size = int(r.ContentLength) + 1 // +1 so ReadFrom sees EOF without growing
 	}
-	buf := bytes.NewBuffer(make([]byte, 0, size))
-	if _, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, limit)); err != nil {
+	buf := bytes.NewBuffer(make([]byte, 0, min(size, int(limit)+1)))
+	rc := http.NewResponseController(w)
+	_ = rc.SetReadDeadline(rl.now().Add(rl.cfg.BodyReadTimeout)) // not every writer supports it
+	_, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, limit))
+	_ = rc.SetReadDeadline(time.Time{})
+	if err != nil {
 		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
+		var ne net.Error
+		switch {
+		case errors.As(err, &mbe):
 			return nil, tooLarge
+		case errors.As(err, &ne) && ne.Timeout():
+			w.Header().Set("Connection", "close")
+			return nil, apierror.New(http.StatusRequestTimeout, "the request body was not received in time")
 		}
 		return nil, apierror.New(http.StatusBadRequest, "could not read the request body")
 	}

@@ -71,6 +71,10 @@ type Config struct {
 
 	// MaxBodyBytes bounds request bodies. Zero means 32 MiB, as upstream.
 	MaxBodyBytes int64
+	// BodyReadTimeout bounds the time to read a request body, so a client
+	// that sends slowly cannot hold a connection and a buffer forever.
+	// Zero means 2 minutes (enough for 32 MiB over a slow link).
+	BodyReadTimeout time.Duration
 	// PublicURL is the relay's address as clients see it, used to rewrite
 	// a message batch's absolute results_url. Empty means it is derived
 	// from each request (scheme, Host and mount prefix).
@@ -129,6 +133,9 @@ func New(cfg Config) (*Relay, error) {
 	}
 	if cfg.MaxBodyBytes <= 0 {
 		cfg.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	if cfg.BodyReadTimeout <= 0 {
+		cfg.BodyReadTimeout = 2 * time.Minute
 	}
 	rl := &Relay{cfg: cfg, log: cfg.Logger, now: cfg.Now, usage: cfg.Usage}
 	if rl.log == nil {
@@ -204,12 +211,14 @@ func derive(secret []byte, purpose string) []byte {
 // Keys returns the key service, for hosts that issue keys in code.
 func (rl *Relay) Keys() *keys.Service { return rl.keys }
 
-// wrap puts the per-request middleware around h: request id, panic
-// recovery, access log, and the in-flight count Close waits for.
+// wrap puts the per-request middleware around h: request id, access log,
+// panic recovery, and the in-flight count Close waits for. The access log
+// sits outside Recover so that a request that panicked still gets its line,
+// with the 500 that Recover answered.
 func (rl *Relay) wrap(h http.Handler) http.Handler {
 	h = rl.track(h)
-	h = middleware.AccessLog(rl.log)(h)
 	h = middleware.Recover(rl.log)(h)
+	h = middleware.AccessLog(rl.log)(h)
 	return middleware.RequestID(h)
 }
 

@@ -1,11 +1,14 @@
 package relay_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -643,5 +646,26 @@ func TestGarbageUpstream(t *testing.T) {
 		if rec.ErrorType != "invalid_upstream_response" || !rec.Usage.IsZero() {
 			t.Errorf("record = %+v", rec)
 		}
+	}
+}
+
+// TestSlowBody: a client that stops sending its body gets 408 and the
+// connection is freed; nothing reaches the upstream.
+func TestSlowBody(t *testing.T) {
+	e := newEnv(t, upstreamtest.Config{}, func(c *relay.Config) { c.BodyReadTimeout = 100 * time.Millisecond })
+	conn, err := net.Dial("tcp", e.srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "POST /v1/messages HTTP/1.1\r\nHost: x\r\nX-Api-Key: %s\r\nContent-Length: 100\r\n\r\n{\"model\":", e.key)
+	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusRequestTimeout || e.fake.Count() != 0 {
+		t.Errorf("status %d, upstream saw %d", resp.StatusCode, e.fake.Count())
 	}
 }

@@ -6,6 +6,10 @@
 // RequestID (or by whichever of them runs first), so that the access line
 // written at the end can name the key, model and tokens the inner handlers
 // found.
+//
+// The relay stacks them as RequestID → AccessLog → Recover → Authenticate:
+// AccessLog outside Recover, so a request that panicked still gets its
+// access line with the 500 Recover answered.
 package middleware
 
 import (

@@ -20,6 +20,7 @@ type target struct {
 	url    string // POST url of /v1/messages
 	header http.Header
 	proc   *child // the process whose CPU and RSS are this target's
+	sent   atomic.Int64
 }
 
 // loadgen sends the load; one client (one transport, one pool) serves
@@ -91,6 +92,7 @@ func (w *worker) post(ctx context.Context, t *target, stream bool) (*http.Respon
 		return nil, err
 	}
 	req.Header = t.header // only read by the transport, so shared
+	t.sent.Add(1)
 	resp, err := w.lg.client.Do(req)
 	if err != nil {
 		return nil, err

@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -157,7 +158,7 @@ func bareProxy(upstreamURL string) (http.Handler, error) {
 		Transport:     tr,
 		FlushInterval: -1,
 		BufferPool:    newBufferPool(32 << 10),
-		ErrorLog:      discardLog(),
+		ErrorLog:      log.New(os.Stderr, "bare: ", 0),
 	}, nil
 }
 
@@ -260,3 +261,7 @@ func readyLine(sc *bufio.Scanner, timeout time.Duration) ([]string, error) {
 		return nil, errors.New("not ready in time")
 	}
 }
+
+// discardLog silences net/http's own logging (a client hanging up on a
+// stream is expected here, not news).
+func discardLog() *log.Logger { return log.New(io.Discard, "", 0) }
