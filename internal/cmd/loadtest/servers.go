@@ -86,6 +86,17 @@ func serve(kind string, args []string) error {
 		return fmt.Errorf("unknown server %q", kind)
 	}
 
+	if kind == "serve-bare" {
+		inner := h
+		h = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			defer func() {
+				if err := context.Cause(r.Context()); err != nil {
+					log.Printf("DEBUG bare: ctx cause %v", err)
+				}
+			}()
+			inner.ServeHTTP(w, r)
+		})
+	}
 	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, ErrorLog: discardLog()}
 	go func() {
 		_, _ = io.Copy(io.Discard, os.Stdin) // EOF: the parent is done or gone
