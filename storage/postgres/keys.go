@@ -47,6 +47,10 @@ func (s *Store) CreateKey(ctx context.Context, k *keys.Key) error {
 // GetKey returns the key with that id, deleted or not. keys.ErrNotFound if
 // none.
 func (s *Store) GetKey(ctx context.Context, id string) (*keys.Key, error) {
+	if !validText(id) {
+		// No stored id can hold it; asking would be a query error.
+		return nil, fmt.Errorf("get key %q: %w", id, keys.ErrNotFound)
+	}
 	k, err := scanKey(s.pool.QueryRow(ctx, `SELECT `+keyColumns+` FROM api_keys WHERE id = $1`, id))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, fmt.Errorf("get key %s: %w", id, keys.ErrNotFound)
@@ -66,18 +70,18 @@ func (s *Store) ListKeys(ctx context.Context, f keys.ListFilter) ([]*keys.Key, s
 	}
 	var w where
 	if f.After != "" {
-		w.add("id > " + w.arg(f.After))
+		w.add("id > " + w.arg(pgText(f.After)))
 	}
 	if f.Name != "" {
 		// strpos, not LIKE: a plain, case-sensitive substring, in which
 		// '%' and '_' are ordinary characters.
-		w.add("strpos(name, " + w.arg(f.Name) + ") > 0")
+		w.add("strpos(name, " + w.arg(pgText(f.Name)) + ") > 0")
 	}
 	if f.Enabled != nil {
 		w.add("enabled = " + w.arg(*f.Enabled))
 	}
 	if f.Tier != "" {
-		w.add("tier = " + w.arg(f.Tier))
+		w.add("tier = " + w.arg(pgText(f.Tier)))
 	}
 	if !f.IncludeDeleted {
 		w.add("deleted_at IS NULL")
@@ -110,6 +114,9 @@ func (s *Store) ListKeys(ctx context.Context, f keys.ListFilter) ([]*keys.Key, s
 
 // UpdateKey replaces the stored record of k.ID. keys.ErrNotFound if none.
 func (s *Store) UpdateKey(ctx context.Context, k *keys.Key) error {
+	if !validText(k.ID) {
+		return fmt.Errorf("update key %q: %w", k.ID, keys.ErrNotFound)
+	}
 	args, err := keyArgs(k)
 	if err != nil {
 		return fmt.Errorf("postgres: update key %s: %w", k.ID, err)
@@ -146,7 +153,9 @@ func (s *Store) TouchKeys(ctx context.Context, lastUsed map[string]time.Time) er
 	// instances touching overlapping sets in map order could deadlock.
 	var b pgx.Batch
 	for _, id := range slices.Sorted(maps.Keys(lastUsed)) {
-		b.Queue(touchKeySQL, dbTime(lastUsed[id]), id)
+		if validText(id) { // else unknown: no stored id can hold it
+			b.Queue(touchKeySQL, dbTime(lastUsed[id]), id)
+		}
 	}
 	if err := s.pool.SendBatch(ctx, &b).Close(); err != nil {
 		return fmt.Errorf("postgres: touch keys: %w", err)

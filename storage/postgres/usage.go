@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 
@@ -39,29 +40,37 @@ const insertRecordSQL = `INSERT INTO usage_records (` + recordColumns + `)
 // same order and one waits for the other, where batches in arbitrary order
 // could deadlock. The sort is stable and later duplicates are dropped
 // before sending, so the first record with a RequestID is the one kept.
+//
+// Text that a Postgres text column cannot hold is stored with U+FFFD in
+// place of each NUL byte and invalid UTF-8 run (see pgText): much of a
+// record comes from the client (User-Agent, model, session id), and one
+// such record must not make the whole batch, other users' usage included,
+// fail on every retry.
 func (s *Store) InsertRecords(ctx context.Context, recs []usage.Record) error {
 	if len(recs) == 0 {
 		return nil
 	}
+	ids := make([]string, len(recs)) // as stored
 	order := make([]int, len(recs))
-	for i := range order {
-		order[i] = i
+	for i := range recs {
+		ids[i], order[i] = pgText(recs[i].RequestID), i
 	}
-	slices.SortStableFunc(order, func(a, b int) int { return cmp.Compare(recs[a].RequestID, recs[b].RequestID) })
+	slices.SortStableFunc(order, func(a, b int) int { return cmp.Compare(ids[a], ids[b]) })
 
 	var b pgx.Batch
 	for n, i := range order {
-		r := &recs[i]
-		if n > 0 && recs[order[n-1]].RequestID == r.RequestID {
+		if n > 0 && ids[order[n-1]] == ids[i] {
 			continue
 		}
+		r := &recs[i]
 		u := &r.Usage
 		b.Queue(insertRecordSQL,
-			r.RequestID, dbTime(r.Time), r.KeyID, r.Upstream, r.Method, r.Path, r.Model, r.ResponseModel,
-			r.Stream, r.Status, r.ErrorType,
+			ids[i], dbTime(r.Time), pgText(r.KeyID), pgText(r.Upstream), pgText(r.Method), pgText(r.Path),
+			pgText(r.Model), pgText(r.ResponseModel), r.Stream, r.Status, pgText(r.ErrorType),
 			u.InputTokens, u.OutputTokens, u.CacheCreationInputTokens, u.CacheReadInputTokens,
 			u.CacheCreation5m, u.CacheCreation1h, u.WebSearchRequests, u.WebFetchRequests,
-			u.ServiceTier, r.Estimated, r.CostUSD, int64(r.Latency), int64(r.TTFT), r.ClientIP, r.UserAgent, r.SessionID,
+			pgText(u.ServiceTier), r.Estimated, r.CostUSD, int64(r.Latency), int64(r.TTFT),
+			pgText(r.ClientIP), pgText(r.UserAgent), pgText(r.SessionID),
 		)
 	}
 	if err := s.pool.SendBatch(ctx, &b).Close(); err != nil {
@@ -155,10 +164,10 @@ func (s *Store) ListRecords(ctx context.Context, f usage.Filter, cursor string, 
 func recordWhere(f usage.Filter) where {
 	var w where
 	if f.KeyID != "" {
-		w.add("key_id = " + w.arg(f.KeyID))
+		w.add("key_id = " + w.arg(pgText(f.KeyID)))
 	}
 	if f.Model != "" {
-		w.add("model = " + w.arg(f.Model))
+		w.add("model = " + w.arg(pgText(f.Model)))
 	}
 	if !f.From.IsZero() {
 		w.add("time >= " + w.arg(ceilMicros(f.From)))
@@ -186,7 +195,7 @@ func decodeCursor(c string) (at time.Time, requestID string, err error) {
 		return time.Time{}, "", errBadCursor
 	}
 	micros, err := strconv.ParseInt(m, 10, 64)
-	if err != nil {
+	if err != nil || !validText(id) {
 		return time.Time{}, "", errBadCursor
 	}
 	return time.UnixMicro(micros).UTC(), id, nil
@@ -194,3 +203,18 @@ func decodeCursor(c string) (at time.Time, requestID string, err error) {
 
 // errBadCursor is returned for a cursor this store did not produce.
 var errBadCursor = errors.New("postgres: invalid usage cursor")
+
+// validText reports whether s fits a Postgres text column: valid UTF-8
+// without NUL, which Postgres rejects even though Go strings, SQLite and
+// the memory store take any bytes.
+func validText(s string) bool { return utf8.ValidString(s) && strings.IndexByte(s, 0) < 0 }
+
+// pgText is s as a text column can hold it: each NUL byte, and each run of
+// bytes that is not valid UTF-8, becomes U+FFFD. It is the identity on valid text, and
+// deterministic, so a sanitised RequestID still deduplicates a replay.
+func pgText(s string) string {
+	if validText(s) {
+		return s
+	}
+	return strings.ReplaceAll(strings.ToValidUTF8(s, "\uFFFD"), "\x00", "\uFFFD")
+}
