@@ -24,17 +24,21 @@ type Key struct {
 	Hint string `json:"hint"` // display form: prefix, id and the last 4 characters
 	// PrevHash is the hash of the secret a rotation replaced; it keeps
 	// verifying until PrevExpiresAt (the rotation's grace period).
-	PrevHash      []byte            `json:"-"`
-	PrevExpiresAt *time.Time        `json:"-"`
-	TokenLimit    int64             `json:"token_limit"`
-	Tier          string            `json:"tier,omitempty"`
-	AllowedModels []string          `json:"allowed_models,omitempty"` // exact names or path.Match globs; empty allows all
-	ExpiresAt     *time.Time        `json:"expires_at,omitempty"`
-	Enabled       bool              `json:"enabled"`
-	Metadata      map[string]string `json:"metadata,omitempty"`
-	CreatedAt     time.Time         `json:"created_at"`
-	UpdatedAt     time.Time         `json:"updated_at"`
-	LastUsedAt    *time.Time        `json:"last_used_at,omitempty"`
+	PrevHash      []byte     `json:"-"`
+	PrevExpiresAt *time.Time `json:"-"`
+	TokenLimit    int64      `json:"token_limit"`
+	Tier          string     `json:"tier,omitempty"`
+	AllowedModels []string   `json:"allowed_models,omitempty"` // exact names or path.Match globs; empty allows all
+	// Limits overrides the tier's limits for this key, by the quota
+	// package's limit names (e.g. "rpm", "daily_tokens"). Absent names use
+	// the tier's value; 0 means unlimited.
+	Limits     map[string]int64  `json:"limits,omitempty"`
+	ExpiresAt  *time.Time        `json:"expires_at,omitempty"`
+	Enabled    bool              `json:"enabled"`
+	Metadata   map[string]string `json:"metadata,omitempty"`
+	CreatedAt  time.Time         `json:"created_at"`
+	UpdatedAt  time.Time         `json:"updated_at"`
+	LastUsedAt *time.Time        `json:"last_used_at,omitempty"`
 	// DeletedAt is set when the key was deleted: the record stays so that its
 	// usage history keeps a name, but the key never verifies again.
 	DeletedAt *time.Time `json:"deleted_at,omitempty"`
@@ -78,6 +82,12 @@ func (k *Key) Clone() *Key {
 	c.PrevHash = append([]byte(nil), k.PrevHash...)
 	c.PrevExpiresAt = cloneTime(k.PrevExpiresAt)
 	c.AllowedModels = append([]string(nil), k.AllowedModels...)
+	if k.Limits != nil {
+		c.Limits = make(map[string]int64, len(k.Limits))
+		for a, b := range k.Limits {
+			c.Limits[a] = b
+		}
+	}
 	if k.Metadata != nil {
 		c.Metadata = make(map[string]string, len(k.Metadata))
 		for a, b := range k.Metadata {

@@ -15,6 +15,7 @@ type CreateParams struct {
 	TokenLimit    int64
 	Tier          string
 	AllowedModels []string
+	Limits        map[string]int64
 	ExpiresAt     *time.Time
 	Disabled      bool
 	Metadata      map[string]string
@@ -41,6 +42,7 @@ func (s *Service) Create(ctx context.Context, p CreateParams) (*Key, string, err
 			TokenLimit:    p.TokenLimit,
 			Tier:          p.Tier,
 			AllowedModels: p.AllowedModels,
+			Limits:        p.Limits,
 			ExpiresAt:     p.ExpiresAt,
 			Enabled:       !p.Disabled,
 			Metadata:      p.Metadata,

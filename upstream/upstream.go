@@ -48,6 +48,11 @@ func New(name, baseURL, credential string, auth AuthScheme) (*Upstream, error) {
 		baseURL = DefaultBaseURL
 	}
 	u, err := url.Parse(baseURL)
+	if err == nil && u.User != nil {
+		// It would be dropped (URL builds from scheme, host and path), and
+		// a password in it would show in this very error message.
+		return nil, errors.New("upstream: base URL must not hold user info; set the credential instead")
+	}
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return nil, fmt.Errorf("upstream: base URL %q must be an absolute http(s) URL", baseURL)
 	}
@@ -162,5 +167,10 @@ func NewTransport(cfg TransportConfig) *http.Transport {
 		ExpectContinueTimeout: time.Second,
 		WriteBufferSize:       32 << 10,
 		ReadBufferSize:        32 << 10,
+		// HTTP/2 multiplexes many streams on one connection, so one dead
+		// connection stalls them all: ping a connection that has been
+		// silent for 30 s and drop it when the ping goes unanswered.
+		// (Anthropic's streams send ping events well within that.)
+		HTTP2: &http.HTTP2Config{SendPingTimeout: 30 * time.Second, PingTimeout: 15 * time.Second},
 	}
 }

@@ -26,15 +26,14 @@ type target struct {
 // loadgen sends the load; one client (one transport, one pool) serves
 // every target, so they are measured through the same client code.
 type loadgen struct {
-	client      *http.Client
-	tr          *http.Transport
-	events      int // SSE events per stream, message_start to message_stop
-	nonStream   []byte
-	streamBody  []byte
-	upstreamURL string // for the event-delay control
+	client     *http.Client
+	tr         *http.Transport
+	events     int // SSE events per stream, message_start to message_stop
+	nonStream  []byte
+	streamBody []byte
 }
 
-func newLoadgen(conns, deltas int, upstreamURL string) *loadgen {
+func newLoadgen(conns, deltas int) *loadgen {
 	tr := &http.Transport{
 		DialContext:         (&net.Dialer{Timeout: 10 * time.Second}).DialContext,
 		MaxIdleConnsPerHost: conns,
@@ -43,18 +42,18 @@ func newLoadgen(conns, deltas int, upstreamURL string) *loadgen {
 	}
 	const req = `{"model":"claude-sonnet-4-5-20250929","max_tokens":1024,"messages":[{"role":"user","content":"Say hello in a few words."}]`
 	return &loadgen{
-		client:      &http.Client{Transport: tr, Timeout: 2 * time.Minute},
-		tr:          tr,
-		events:      deltas + 6, // message_start, content_block_start, ping, deltas, content_block_stop, message_delta, message_stop
-		nonStream:   []byte(req + `}`),
-		streamBody:  []byte(req + `,"stream":true}`),
-		upstreamURL: upstreamURL,
+		client:     &http.Client{Transport: tr, Timeout: 2 * time.Minute},
+		tr:         tr,
+		events:     deltas + 6, // message_start, content_block_start, ping, deltas, content_block_stop, message_delta, message_stop
+		nonStream:  []byte(req + `}`),
+		streamBody: []byte(req + `,"stream":true}`),
 	}
 }
 
-// setEventDelay makes the fake sleep d between stream events from now on.
-func (lg *loadgen) setEventDelay(ctx context.Context, d time.Duration) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, lg.upstreamURL+delayPath+"?d="+d.String(), nil)
+// setEventDelay makes the fake at upstreamURL sleep d between stream
+// events from now on.
+func (lg *loadgen) setEventDelay(ctx context.Context, upstreamURL string, d time.Duration) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, upstreamURL+delayPath+"?d="+d.String(), nil)
 	if err != nil {
 		return err
 	}
@@ -126,9 +125,10 @@ func (w *worker) message(ctx context.Context, t *target, start time.Time) {
 
 // stream makes one streamed call and reads it event by event, noting when
 // each event is complete. With paced > 0 (the fake's event delay) it keeps
-// TTFB and gaps, and counts as batched every event that came less than
-// 0.6 × paced after the one before: a relay that holds events back and
-// sends them together shows up there.
+// TTFB and gaps, and counts the events that came less than 0.6 × paced
+// after the one before (early) and those whose bytes were already read
+// with the previous one (coalesced): a relay that holds events back and
+// sends them together shows up in both.
 func (w *worker) stream(ctx context.Context, t *target, start time.Time, paced time.Duration) {
 	resp, err := w.post(ctx, t, true)
 	if err != nil {
@@ -156,6 +156,9 @@ func (w *worker) stream(ctx context.Context, t *target, start time.Time, paced t
 		}
 		// A blank line ends an event.
 		now := time.Now()
+		if paced > 0 && w.br.Buffered() > 0 {
+			w.s.coalesced++
+		}
 		if paced > 0 {
 			if events == 0 {
 				w.s.ttfb = append(w.s.ttfb, now.Sub(start))
@@ -163,7 +166,7 @@ func (w *worker) stream(ctx context.Context, t *target, start time.Time, paced t
 				gap := now.Sub(last)
 				w.s.gaps = append(w.s.gaps, gap)
 				if gap < paced*6/10 {
-					w.s.batched++
+					w.s.early++
 				}
 			}
 		}

@@ -26,6 +26,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"syscall"
@@ -51,11 +52,13 @@ func main() {
 type options struct {
 	Duration    time.Duration `json:"duration_ns"`
 	Concurrency int           `json:"concurrency"`
+	Rounds      int           `json:"rounds"`
 	Rate        float64       `json:"rate"`
 	Streams     int           `json:"streams"`
 	Deltas      int           `json:"events"`
 	EventDelay  time.Duration `json:"event_delay_ns"`
 	Mode        string        `json:"mode"`
+	PostgresURL string        `json:"-"`
 	Phases      string        `json:"phases"`
 	JSON        bool          `json:"-"`
 	CPUProfile  string        `json:"-"`
@@ -68,19 +71,21 @@ func parseFlags(args []string) (options, error) {
 	fs := flag.NewFlagSet("loadtest", flag.ContinueOnError)
 	fs.DurationVar(&o.Duration, "duration", 5*time.Second, "length of each measured phase, per target")
 	fs.IntVar(&o.Concurrency, "concurrency", 32, "connections of the fixed-concurrency phases")
+	fs.IntVar(&o.Rounds, "rounds", 3, "slices each phase's -duration is cut into, the targets taking turns")
 	fs.Float64Var(&o.Rate, "rate", 0, "requests/s of the fixed-rate phase; 0 skips it")
 	fs.IntVar(&o.Streams, "streams", 1000, "streams held open at once in the RSS phase; 10000 needs `ulimit -n` above 20,100 (the relay holds two sockets per stream)")
 	fs.IntVar(&o.Deltas, "events", 16, "text_delta events per stream (each stream has 6 more: message_start, content_block_start, ping, content_block_stop, message_delta, message_stop)")
 	fs.DurationVar(&o.EventDelay, "event-delay", 5*time.Millisecond, "the fake's delay between events in the paced stream phase")
-	fs.StringVar(&o.Mode, "mode", "embedded", "relay storage: embedded (SQLite in a temp dir) or postgres (Postgres + Redis; needs storage/postgres)")
+	fs.StringVar(&o.Mode, "mode", "embedded", "relay storage: embedded (SQLite in a temp dir) or postgres (keys and usage in a temporary database on -postgres-url)")
+	fs.StringVar(&o.PostgresURL, "postgres-url", os.Getenv("RELAY_TEST_POSTGRES_URL"), "Postgres server for -mode postgres, as a postgres:// URL whose user may create databases")
 	fs.StringVar(&o.Phases, "phases", allPhases, "comma-separated phases to run")
 	fs.BoolVar(&o.JSON, "json", false, "print the report as JSON")
 	fs.StringVar(&o.CPUProfile, "relay-cpuprofile", "", "write the relay process's CPU profile (whole run) to `file`")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
-	if o.Duration <= 0 || o.Concurrency < 1 || o.Rate < 0 || o.Streams < 0 || o.Deltas < 1 || o.EventDelay < time.Millisecond {
-		return o, fmt.Errorf("bad flags: need -duration > 0, -concurrency ≥ 1, -rate ≥ 0, -streams ≥ 0, -events ≥ 1, -event-delay ≥ 1ms")
+	if o.Duration <= 0 || o.Concurrency < 1 || o.Rounds < 1 || o.Rate < 0 || o.Streams < 0 || o.Deltas < 1 || o.EventDelay < time.Millisecond {
+		return o, fmt.Errorf("bad flags: need -duration > 0, -concurrency ≥ 1, -rounds ≥ 1, -rate ≥ 0, -streams ≥ 0, -events ≥ 1, -event-delay ≥ 1ms")
 	}
 	for _, p := range strings.Split(o.Phases, ",") {
 		if !slices.Contains(strings.Split(allPhases, ","), p) {
@@ -92,13 +97,18 @@ func parseFlags(args []string) (options, error) {
 
 // report is everything one run measured.
 type report struct {
-	Machine  machine      `json:"machine"`
-	Options  options      `json:"options"`
-	Results  []*result    `json:"results"`
-	Open     []openResult `json:"open_streams,omitempty"`
-	Checks   []check      `json:"checks"`
-	Records  string       `json:"relay_usage_records"`
-	RelayReq int64        `json:"relay_requests_sent"`
+	Machine machine      `json:"machine"`
+	Options options      `json:"options"`
+	Results []*result    `json:"results"`
+	Open    []openResult `json:"open_streams,omitempty"`
+	Checks  []check      `json:"checks"`
+	// RelayRequests is every request sent to the relay (warm-ups
+	// included); RelayRecords is the usage records it wrote, which should
+	// be as many, and RelayRecordErrors those with an error status
+	// (streams the open-streams phase hung up on count there, as 499).
+	RelayRequests     int64 `json:"relay_requests_sent"`
+	RelayRecords      int64 `json:"relay_usage_records"`
+	RelayRecordErrors int64 `json:"relay_usage_record_errors"`
 }
 
 type machine struct {
@@ -108,6 +118,18 @@ type machine struct {
 	Kernel     string `json:"kernel"`
 	Go         string `json:"go"`
 	FileLimit  uint64 `json:"nofile"`
+	// LoadBefore and LoadAfter are /proc/loadavg's 1, 5 and 15 minute
+	// averages: anything else running on the machine skews the numbers.
+	LoadBefore string `json:"loadavg_before"`
+	LoadAfter  string `json:"loadavg_after"`
+}
+
+func loadAvg() string {
+	b, _ := os.ReadFile("/proc/loadavg")
+	if f := strings.Fields(string(b)); len(f) >= 3 {
+		return strings.Join(f[:3], " ")
+	}
+	return ""
 }
 
 func run(args []string, stdout io.Writer) error {
@@ -127,104 +149,76 @@ func run(args []string, stdout io.Writer) error {
 	has := func(p string) bool { return slices.Contains(phases, p) }
 
 	// A hard bound on the whole run, whatever happens.
-	budget := time.Duration(len(phases)*3)*(o.Duration+phaseWarmup(o.Duration)+5*time.Second) + 3*openTimeout + time.Minute
+	budget := time.Duration(len(phases)*3)*(o.Duration+time.Duration(o.Rounds)*(phaseWarmup(o.Duration)+5*time.Second)) + 3*openTimeout + time.Minute
 	ctx, cancel := context.WithTimeout(context.Background(), budget)
 	defer cancel()
 	ctx, stopSignals := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stopSignals()
 
-	up, err := startChild("upstream", "serve-upstream", "-deltas", fmt.Sprint(o.Deltas))
-	if err != nil {
+	if err := os.Setenv(envPostgres, o.PostgresURL); err != nil {
 		return err
 	}
-	defer up.stop(5 * time.Second)
-	upURL := "http://" + up.addr
-	bare, err := startChild("bare", "serve-bare", "-upstream", upURL)
-	if err != nil {
-		return err
-	}
-	defer bare.stop(5 * time.Second)
-	relayArgs := []string{"-upstream", upURL, "-mode", o.Mode}
-	if o.CPUProfile != "" {
-		relayArgs = append(relayArgs, "-cpuprofile", o.CPUProfile)
-	}
-	rel, err := startChild("relay", "serve-relay", relayArgs...)
-	if err != nil {
-		return err
-	}
-	relayStopped := false
-	defer func() {
-		if !relayStopped {
-			rel.stop(40 * time.Second)
-		}
-	}()
-
-	lg := newLoadgen(max(1024, o.Concurrency), o.Deltas, upURL)
-	hdr := func(key string) http.Header {
-		return http.Header{"Content-Type": {"application/json"}, "Anthropic-Version": {"2023-06-01"}, "X-Api-Key": {key}}
-	}
-	targets := []*target{
-		{name: "direct", url: upURL + "/v1/messages", header: hdr(upstreamKey), proc: up},
-		{name: "bare", url: "http://" + bare.addr + "/v1/messages", header: hdr(rel.key), proc: bare},
-		{name: "relay", url: "http://" + rel.addr + "/v1/messages", header: hdr(rel.key), proc: rel},
-	}
-	b := &bench{lg: lg, o: o, up: up, targets: targets}
-
+	lg := newLoadgen(max(1024, o.Concurrency), o.Deltas)
 	if !o.JSON {
-		fmt.Fprintf(stdout, "loadtest: %d CPUs (%s), %s, relay mode %s, %v per phase, concurrency %d\n\n",
-			rep.Machine.CPUs, rep.Machine.CPU, rep.Machine.Go, o.Mode, o.Duration, o.Concurrency)
-	}
-	// A first warm-up opens connections and fills the relay's key cache
-	// before the idle RSS of the open-streams phase is taken.
-	for _, t := range targets {
-		lg.closedLoop(ctx, o.Concurrency, phaseWarmup(o.Duration), func(w *worker, now time.Time) { w.message(ctx, t, now) })
-		lg.closedLoop(ctx, o.Concurrency, phaseWarmup(o.Duration), func(w *worker, now time.Time) { w.stream(ctx, t, now, 0) })
+		fmt.Fprintf(stdout, "loadtest: %d CPUs (%s), %s, relay mode %s, %v per phase in %d rounds, concurrency %d, load average %s\n\n",
+			rep.Machine.CPUs, rep.Machine.CPU, rep.Machine.Go, o.Mode, o.Duration, o.Rounds, o.Concurrency, rep.Machine.LoadBefore)
 	}
 
-	if has("open") && o.Streams > 0 && ctx.Err() == nil {
-		if err := lg.setEventDelay(ctx, 10*time.Minute); err != nil {
+	// The open-streams phase gets servers of its own, so that its RSS
+	// baseline is not what earlier phases left, nor its heap what later
+	// phases start from.
+	if has("open") && o.Streams > 0 {
+		f, err := startFleet(o, "")
+		if err != nil {
 			return err
 		}
-		for _, t := range targets {
+		defer f.stop(rep)
+		f.warmUp(ctx, lg, o)
+		if err := lg.setEventDelay(ctx, f.upURL, 10*time.Minute); err != nil {
+			return err
+		}
+		for _, t := range f.targets {
 			rep.Open = append(rep.Open, lg.openStreams(ctx, t, o.Streams, openTimeout))
 			lg.tr.CloseIdleConnections()
 		}
-		if err := lg.setEventDelay(ctx, 0); err != nil {
+		f.stop(rep)
+		runtime.GC()
+		debug.FreeOSMemory()
+	}
+
+	if slices.ContainsFunc(phases, func(p string) bool { return p != "open" }) {
+		f, err := startFleet(o, o.CPUProfile)
+		if err != nil {
 			return err
 		}
-	}
-	if has("latency") {
-		rep.Results = append(rep.Results, b.closed(ctx, "latency", 1, false, 0)...)
-	}
-	if has("nonstream") {
-		rep.Results = append(rep.Results, b.closed(ctx, "nonstream", o.Concurrency, false, 0)...)
-	}
-	if has("stream") {
-		rep.Results = append(rep.Results, b.closed(ctx, "stream", o.Concurrency, true, 0)...)
-	}
-	if has("rate") && o.Rate > 0 {
-		rep.Results = append(rep.Results, b.rate(ctx)...)
-	}
-	if has("paced") {
-		if err := lg.setEventDelay(ctx, o.EventDelay); err != nil {
-			return err
+		defer f.stop(rep)
+		f.warmUp(ctx, lg, o)
+		b := &bench{lg: lg, o: o, up: f.up, targets: f.targets}
+		if has("latency") {
+			rep.Results = append(rep.Results, b.closed(ctx, "latency", 1, false, 0)...)
 		}
-		rep.Results = append(rep.Results, b.closed(ctx, "paced", o.Concurrency, true, o.EventDelay)...)
-		if err := lg.setEventDelay(ctx, 0); err != nil {
-			return err
+		if has("nonstream") {
+			rep.Results = append(rep.Results, b.closed(ctx, "nonstream", o.Concurrency, false, 0)...)
 		}
+		if has("stream") {
+			rep.Results = append(rep.Results, b.closed(ctx, "stream", o.Concurrency, true, 0)...)
+		}
+		if has("rate") && o.Rate > 0 {
+			rep.Results = append(rep.Results, b.rate(ctx)...)
+		}
+		if has("paced") {
+			if err := lg.setEventDelay(ctx, f.upURL, o.EventDelay); err != nil {
+				return err
+			}
+			rep.Results = append(rep.Results, b.closed(ctx, "paced", o.Concurrency, true, o.EventDelay)...)
+		}
+		f.stop(rep)
 	}
 	if err := ctx.Err(); err != nil {
 		log.Printf("run cut short: %v", err)
 	}
 
-	rep.RelayReq = targets[2].sent.Load()
-	relayStopped = true
-	for _, l := range rel.stop(40 * time.Second) {
-		if r, ok := strings.CutPrefix(l, "records "); ok {
-			rep.Records = r
-		}
-	}
+	rep.Machine.LoadAfter = loadAvg()
 	rep.Checks = checks(rep, o)
 	if o.JSON {
 		enc := json.NewEncoder(stdout)
@@ -235,6 +229,80 @@ func run(args []string, stdout io.Writer) error {
 	return nil
 }
 
+// fleet is one set of the three servers and the targets they make.
+type fleet struct {
+	up, bare, relay *child
+	upURL           string
+	targets         []*target
+	stopped         bool
+}
+
+func startFleet(o options, cpuprofile string) (_ *fleet, err error) {
+	f := &fleet{}
+	defer func() {
+		if err != nil {
+			f.stop(nil)
+		}
+	}()
+	if f.up, err = startChild("upstream", "serve-upstream", "-deltas", fmt.Sprint(o.Deltas)); err != nil {
+		return nil, err
+	}
+	f.upURL = "http://" + f.up.addr
+	if f.bare, err = startChild("bare", "serve-bare", "-upstream", f.upURL); err != nil {
+		return nil, err
+	}
+	args := []string{"-upstream", f.upURL, "-mode", o.Mode}
+	if cpuprofile != "" {
+		args = append(args, "-cpuprofile", cpuprofile)
+	}
+	if f.relay, err = startChild("relay", "serve-relay", args...); err != nil {
+		return nil, err
+	}
+	hdr := func(key string) http.Header {
+		return http.Header{"Content-Type": {"application/json"}, "Anthropic-Version": {"2023-06-01"}, "X-Api-Key": {key}}
+	}
+	f.targets = []*target{
+		{name: "direct", url: f.upURL + "/v1/messages", header: hdr(upstreamKey), proc: f.up},
+		{name: "bare", url: "http://" + f.bare.addr + "/v1/messages", header: hdr(f.relay.key), proc: f.bare},
+		{name: "relay", url: "http://" + f.relay.addr + "/v1/messages", header: hdr(f.relay.key), proc: f.relay},
+	}
+	return f, nil
+}
+
+// warmUp opens connections and fills the relay's key cache.
+func (f *fleet) warmUp(ctx context.Context, lg *loadgen, o options) {
+	for _, t := range f.targets {
+		lg.closedLoop(ctx, o.Concurrency, phaseWarmup(o.Duration), func(w *worker, now time.Time) { w.message(ctx, t, now) })
+		lg.closedLoop(ctx, o.Concurrency, phaseWarmup(o.Duration), func(w *worker, now time.Time) { w.stream(ctx, t, now, 0) })
+	}
+}
+
+// stop stops the servers, once, adding to rep (if not nil) the requests
+// sent to the relay and the usage records it wrote.
+func (f *fleet) stop(rep *report) {
+	if f.stopped {
+		return
+	}
+	f.stopped = true
+	if f.relay != nil {
+		for _, l := range f.relay.stop(40 * time.Second) {
+			var n, e int64
+			if _, err := fmt.Sscanf(l, "records %d %d", &n, &e); err == nil && rep != nil {
+				rep.RelayRecords += n
+				rep.RelayRecordErrors += e
+			}
+		}
+		if rep != nil {
+			rep.RelayRequests += f.targets[2].sent.Load()
+		}
+	}
+	for _, c := range []*child{f.bare, f.up} {
+		if c != nil {
+			c.stop(5 * time.Second)
+		}
+	}
+}
+
 // openTimeout bounds how long opening the streams of one target may take.
 const openTimeout = 90 * time.Second
 
@@ -242,7 +310,7 @@ const openTimeout = 90 * time.Second
 func phaseWarmup(d time.Duration) time.Duration { return min(d/5, time.Second) }
 
 func describeMachine(nofile uint64) machine {
-	m := machine{CPUs: runtime.NumCPU(), GOMAXPROCS: runtime.GOMAXPROCS(0), Go: runtime.Version(), FileLimit: nofile}
+	m := machine{CPUs: runtime.NumCPU(), GOMAXPROCS: runtime.GOMAXPROCS(0), Go: runtime.Version(), FileLimit: nofile, LoadBefore: loadAvg()}
 	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
 		for _, l := range strings.Split(string(b), "\n") {
 			if v, ok := strings.CutPrefix(l, "model name"); ok {
@@ -291,11 +359,11 @@ func printReport(out io.Writer, rep *report) {
 		}
 		if phase == "paced" {
 			tw.Flush()
-			fmt.Fprintf(out, "  per event (fake sleeps %v between events):\n", rep.Options.EventDelay)
-			row("target", "TTFB p50", "TTFB p99", "added TTFB", "gap p50", "gap p99", "added gap p50", "added gap p99", "events", "batched")
+			fmt.Fprintf(out, "  per event (the fake sleeps %v between events; early: < 0.6 × that after the previous; same read: read together with the previous):\n", rep.Options.EventDelay)
+			row("target", "TTFB p50", "TTFB p99", "added TTFB", "gap p50", "gap p99", "added gap p50", "added gap p99", "events", "early", "same read")
 			for _, r := range rs {
 				row(r.Target, dur(r.TTFB.P50), dur(r.TTFB.P99), dur(r.AddedTTFB), dur(r.Gap.P50), dur(r.Gap.P99),
-					dur(r.Gap.P50-rep.Options.EventDelay), dur(r.Gap.P99-rep.Options.EventDelay), r.Events, r.Batched)
+					dur(r.Gap.P50-rep.Options.EventDelay), dur(r.Gap.P99-rep.Options.EventDelay), r.Events, r.Early, r.Coalesced)
 			}
 		}
 		tw.Flush()
@@ -306,7 +374,9 @@ func printReport(out io.Writer, rep *report) {
 		}
 		fmt.Fprintln(out)
 	}
-	fmt.Fprintf(out, "relay usage records (requests, errors incl. client-closed): %s for %d requests sent to the relay\n\n", rep.Records, rep.RelayReq)
+	fmt.Fprintf(out, "relay usage records: %d (%d with an error status, client hang-ups included) for %d requests sent to the relay\n",
+		rep.RelayRecords, rep.RelayRecordErrors, rep.RelayRequests)
+	fmt.Fprintf(out, "load average before %s, after %s (on %d CPUs)\n\n", rep.Machine.LoadBefore, rep.Machine.LoadAfter, rep.Machine.CPUs)
 	fmt.Fprintln(out, "targets (relay vs bare proxy, same run)")
 	for _, c := range rep.Checks {
 		verdict := "MISS"

@@ -3,6 +3,8 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
@@ -19,8 +21,11 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/relaystation/relay"
 	"github.com/relaystation/relay/keys"
+	"github.com/relaystation/relay/storage/postgres"
 	"github.com/relaystation/relay/storage/sqlite"
 	"github.com/relaystation/relay/upstream/upstreamtest"
 	"github.com/relaystation/relay/usage"
@@ -35,6 +40,10 @@ const upstreamKey = "sk-ant-api03-loadtest-upstream-credential"
 // the load generator calls it, directly; the proxies never forward it.
 const delayPath = "/loadtest/event-delay"
 
+// envPostgres passes -postgres-url to the relay child: in its environment
+// rather than its command line, where anyone could read the password.
+const envPostgres = "RELAY_LOADTEST_POSTGRES_URL"
+
 // serve runs one server child: `loadtest serve-upstream|serve-bare|
 // serve-relay ADDR [flags]`. It prints "ready ADDR [KEY]" on stdout once it
 // listens and runs until its stdin closes (the parent ended or said stop).
@@ -42,7 +51,7 @@ func serve(kind string, args []string) error {
 	fs := flag.NewFlagSet(kind, flag.ContinueOnError)
 	upURL := fs.String("upstream", "", "upstream base URL (bare, relay)")
 	deltas := fs.Int("deltas", 16, "text_delta events per stream (upstream)")
-	mode := fs.String("mode", "embedded", "relay storage: embedded or postgres")
+	mode := fs.String("mode", "embedded", "relay storage: embedded or postgres ($"+envPostgres+")")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of this server to `file`")
 	if len(args) < 1 {
 		return errors.New("usage: loadtest " + kind + " ADDR [flags]")
@@ -78,7 +87,7 @@ func serve(kind string, args []string) error {
 		}
 	case "serve-relay":
 		var key string
-		if h, key, stop, err = relayServer(*upURL, *mode); err != nil {
+		if h, key, stop, err = relayServer(*upURL, *mode, os.Getenv(envPostgres)); err != nil {
 			return err
 		}
 		ready += " " + key
@@ -86,17 +95,6 @@ func serve(kind string, args []string) error {
 		return fmt.Errorf("unknown server %q", kind)
 	}
 
-	if kind == "serve-bare" {
-		inner := h
-		h = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			defer func() {
-				if err := context.Cause(r.Context()); err != nil {
-					log.Printf("DEBUG bare: ctx cause %v", err)
-				}
-			}()
-			inner.ServeHTTP(w, r)
-		})
-	}
 	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, ErrorLog: discardLog()}
 	go func() {
 		_, _ = io.Copy(io.Discard, os.Stdin) // EOF: the parent is done or gone
@@ -160,7 +158,7 @@ func bareProxy(upstreamURL string) (http.Handler, error) {
 		IdleConnTimeout:     90 * time.Second,
 		DisableCompression:  true,
 	}
-	return &httputil.ReverseProxy{
+	rp := &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.SetURL(target)
 			pr.Out.Header.Del("Authorization")
@@ -170,15 +168,24 @@ func bareProxy(upstreamURL string) (http.Handler, error) {
 		FlushInterval: -1,
 		BufferPool:    newBufferPool(32 << 10),
 		ErrorLog:      log.New(os.Stderr, "bare: ", 0),
-	}, nil
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// Without full duplex, writing the response headers makes the
+		// server drain and close the request body, and a transport still
+		// checking that body for EOF then fails and closes the upstream
+		// connection mid-stream: a fast upstream answers before the
+		// request is quite done. (The relay reads the body first.)
+		_ = http.NewResponseController(w).EnableFullDuplex()
+		rp.ServeHTTP(w, r)
+	}), nil
 }
 
 // relayServer is the relay under test with auth, a token limit on the key
 // and usage recording. stop closes the relay (flushing usage records) and
 // reports on stdout how many records were written.
-func relayServer(upstreamURL, mode string) (h http.Handler, key string, stop func(context.Context) error, err error) {
+func relayServer(upstreamURL, mode, pgURL string) (h http.Handler, key string, stop func(context.Context) error, err error) {
 	ctx := context.Background()
-	st, cleanup, err := openStore(ctx, mode)
+	st, cleanup, err := openStore(ctx, mode, pgURL)
 	if err != nil {
 		return nil, "", nil, err
 	}
@@ -219,9 +226,10 @@ type store interface {
 	usage.Store
 }
 
-// openStore opens the relay's stores for a mode. Postgres + Redis mode
-// goes here once storage/postgres and storage/redis exist.
-func openStore(ctx context.Context, mode string) (store, func(), error) {
+// openStore opens the relay's stores for a mode, in a place of their own
+// that cleanup removes: a temporary directory for SQLite, a temporary
+// database on the server for Postgres.
+func openStore(ctx context.Context, mode, pgURL string) (store, func(), error) {
 	switch mode {
 	case "embedded":
 		dir, err := os.MkdirTemp("", "relay-loadtest-")
@@ -235,9 +243,52 @@ func openStore(ctx context.Context, mode string) (store, func(), error) {
 		}
 		return st, func() { st.Close(); os.RemoveAll(dir) }, nil
 	case "postgres":
-		return nil, nil, errors.New("-mode postgres needs storage/postgres and storage/redis, which this tree does not have yet")
+		return openPostgres(ctx, pgURL)
 	}
 	return nil, nil, fmt.Errorf("unknown -mode %q (embedded or postgres)", mode)
+}
+
+// openPostgres creates relay_loadtest_<random> on the server at base (a
+// postgres:// URL whose user may create databases) and opens the store on
+// it; cleanup drops it.
+func openPostgres(ctx context.Context, base string) (store, func(), error) {
+	if base == "" {
+		return nil, nil, errors.New("-mode postgres needs -postgres-url or $RELAY_TEST_POSTGRES_URL")
+	}
+	u, err := url.Parse(base)
+	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
+		return nil, nil, errors.New("-postgres-url must be a postgres:// URL")
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	admin, err := pgx.Connect(ctx, base)
+	if err != nil {
+		return nil, nil, fmt.Errorf("postgres: %w", err)
+	}
+	defer admin.Close(context.Background())
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	name := "relay_loadtest_" + hex.EncodeToString(b[:])
+	if _, err := admin.Exec(ctx, "CREATE DATABASE "+name+" TEMPLATE template0"); err != nil {
+		return nil, nil, fmt.Errorf("postgres: %w", err)
+	}
+	drop := func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if c, err := pgx.Connect(ctx, base); err == nil {
+			_, _ = c.Exec(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)")
+			c.Close(ctx)
+		}
+	}
+	q := u.Query()
+	q.Del("dbname")
+	u.Path, u.RawPath, u.RawQuery = "/"+name, "", q.Encode()
+	st, err := postgres.Open(ctx, u.String())
+	if err != nil {
+		drop()
+		return nil, nil, err
+	}
+	return st, func() { st.Close(); drop() }, nil
 }
 
 // bufferPool hands out copy buffers to httputil.ReverseProxy.

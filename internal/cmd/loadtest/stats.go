@@ -53,7 +53,8 @@ func percentile(sorted []time.Duration, p float64) time.Duration {
 type samples struct {
 	lat, ttfb, gaps []time.Duration
 	events          int64
-	batched         int64
+	early           int64 // came < 0.6 × the event delay after the previous
+	coalesced       int64 // came in the same read as the previous
 	errs            int64
 	firstErr        error
 }
@@ -70,7 +71,8 @@ func (s *samples) merge(o *samples) {
 	s.ttfb = append(s.ttfb, o.ttfb...)
 	s.gaps = append(s.gaps, o.gaps...)
 	s.events += o.events
-	s.batched += o.batched
+	s.early += o.early
+	s.coalesced += o.coalesced
 	s.errs += o.errs
 	if s.firstErr == nil {
 		s.firstErr = o.firstErr

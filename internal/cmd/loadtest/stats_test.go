@@ -61,9 +61,9 @@ func TestSamplesMerge(t *testing.T) {
 	b.lat = []time.Duration{2, 3}
 	b.fail(errors.New("first"))
 	b.fail(errors.New("second"))
-	b.batched, b.events = 1, 4
+	b.early, b.events = 1, 4
 	a.merge(&b)
-	if len(a.lat) != 3 || a.errs != 2 || a.batched != 1 || a.events != 4 || a.firstErr.Error() != "first" {
+	if len(a.lat) != 3 || a.errs != 2 || a.early != 1 || a.events != 4 || a.firstErr.Error() != "first" {
 		t.Errorf("merge = %+v", a)
 	}
 }
