@@ -55,15 +55,18 @@ type Config struct {
 	DialTimeout         time.Duration `yaml:"dial_timeout"`
 	TLSHandshakeTimeout time.Duration `yaml:"tls_handshake_timeout"`
 	// ResponseHeaderTimeout bounds the wait for the response headers of one
-	// attempt. A non-streaming Messages request gets its headers only when
-	// the whole answer is written, so this must be generous. Zero means
-	// 10 minutes, the SDKs' own timeout. There is never a timeout on the
-	// body: a stream lasts as long as the model writes.
+	// attempt (a timed-out attempt is retried). A non-streaming Messages
+	// request gets its headers only when the whole answer is written, so
+	// this must be generous. Zero leaves it to the transport: 10 minutes,
+	// the SDKs' own timeout, with NewTransport. There is never a timeout on
+	// the body: a stream lasts as long as the model writes.
 	ResponseHeaderTimeout time.Duration `yaml:"response_header_timeout"`
 	// ExtraHeaders are set on every request to this upstream, replacing a
 	// client header of the same name — except anthropic-beta, whose values
 	// are added to the client's list (a dropped client beta makes the
-	// upstream refuse a body that uses it).
+	// upstream refuse a body that uses it). In YAML each header is a list:
+	// `headers: {anthropic-beta: [oauth-2025-04-20]}`. The credential
+	// headers cannot be set here.
 	ExtraHeaders http.Header `yaml:"headers"`
 	// Disabled starts the upstream out of rotation; an admin enables it.
 	Disabled bool `yaml:"disabled"`
@@ -123,6 +126,13 @@ type CooldownPolicy struct {
 	// long retry-after cannot lock an account for hours: after at most Max
 	// one live request probes the upstream. Zero means 5 minutes.
 	Max time.Duration `yaml:"max"`
+	// AuthFailures is how many 401 or 403 answers in a row (no success in
+	// between) take an upstream out until an admin enables it. Zero means
+	// 3. A revoked credential fails every request and is out after a few;
+	// a lone 403 that one client provoked (a beta or model its account may
+	// not use) must not take a whole account out. Every 401/403 fails the
+	// call over to another upstream regardless.
+	AuthFailures int `yaml:"auth_failures"`
 }
 
 // PoolConfig configures a Pool. Every zero value is usable except
@@ -164,6 +174,7 @@ const (
 	DefaultFailures      = 3
 	DefaultCooldownBase  = 5 * time.Second
 	DefaultCooldownMax   = 5 * time.Minute
+	DefaultAuthFailures  = 3
 )
 
 func (r RetryPolicy) withDefaults() RetryPolicy {
@@ -197,6 +208,9 @@ func (c CooldownPolicy) withDefaults() CooldownPolicy {
 	}
 	if c.Max < c.Base {
 		c.Base = c.Max
+	}
+	if c.AuthFailures <= 0 {
+		c.AuthFailures = DefaultAuthFailures
 	}
 	return c
 }

@@ -1,6 +1,18 @@
 // Package upstream sends relayed requests to Anthropic (or anything that
 // speaks its API): which credential goes with them, which headers cross in
 // each direction, and a transport tuned for many long-lived streams.
+//
+// A Pool spreads requests over several upstreams (accounts, base URLs):
+// the highest-priority group with a healthy upstream first, weighted
+// within it, with session affinity so that prompt caches stay warm. It
+// retries what failed before the answer was handed over — on another
+// upstream when there is one, else after a jittered backoff or the
+// upstream's retry-after — and takes failing upstreams out of rotation for
+// a capped cooldown, after which one live request probes them. Failover
+// is careful not to misfire: a 429 takes out only the rate-limited model,
+// for at most CooldownPolicy.Max; answers to requests sent before a
+// cooldown began do not stretch it; only repeated 401/403 disable an
+// account.
 package upstream
 
 import (
