@@ -10,6 +10,7 @@ import (
 
 	"github.com/relaystation/relay/internal/apierror"
 	"github.com/relaystation/relay/middleware"
+	"github.com/relaystation/relay/upstream"
 )
 
 // serveModels relays GET /v1/models and /v1/models/{id}. A key limited to
@@ -18,7 +19,7 @@ import (
 func (rl *Relay) serveModels(w http.ResponseWriter, r *http.Request, info *middleware.Info, one bool) {
 	key := info.Key
 	if len(key.AllowedModels) == 0 {
-		rl.forward(w, r, info, nil, nil, false)
+		rl.forward(w, r, info, upstream.Call{Client: r, AffinityKey: info.Key.ID}, nil, false)
 		return
 	}
 	if one {
@@ -27,11 +28,11 @@ func (rl *Relay) serveModels(w http.ResponseWriter, r *http.Request, info *middl
 			rl.fail(w, r, apierror.New(http.StatusNotFound, "model: "+id))
 			return
 		}
-		rl.forward(w, r, info, nil, nil, false)
+		rl.forward(w, r, info, upstream.Call{Client: r, AffinityKey: info.Key.ID}, nil, false)
 		return
 	}
 	rw := &captureWriter{header: make(http.Header)}
-	rl.forward(rw, r, info, nil, nil, false)
+	rl.forward(rw, r, info, upstream.Call{Client: r, AffinityKey: info.Key.ID}, nil, false)
 	body := rw.buf.Bytes()
 	if rw.status == http.StatusOK {
 		if filtered, ok := filterModels(body, key.AllowsModel); ok {
@@ -120,7 +121,9 @@ func (rl *Relay) servePassthrough(w http.ResponseWriter, r *http.Request, info *
 			return
 		}
 	}
-	rl.forward(w, r, info, body, nil, false)
+	// Batches and files live on the account that created them: key
+	// affinity keeps one key's objects on one upstream while it is healthy.
+	rl.forward(w, r, info, upstream.Call{Client: r, Body: body, AffinityKey: info.Key.ID}, nil, false)
 }
 
 func isBatchPath(p string) bool { return strings.HasPrefix(p, "/v1/messages/batches") }
@@ -130,13 +133,12 @@ func isJSON(h http.Header) bool { return strings.HasPrefix(h.Get("Content-Type")
 // relayRewritten sends a batch object with its absolute results_url (and
 // any other absolute upstream URL) pointing at the relay, so a client
 // fetches results through the relay with its relay key.
-func (rl *Relay) relayRewritten(w http.ResponseWriter, r *http.Request, resp *http.Response) {
+func (rl *Relay) relayRewritten(w http.ResponseWriter, r *http.Request, resp *http.Response, from string) {
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxTee+1))
 	if err != nil || len(body) > maxTee {
 		rl.fail(w, r, apierror.New(http.StatusBadGateway, "the upstream answer could not be read"))
 		return
 	}
-	from := rl.up.URL("", "")
 	to := rl.publicBase(r)
 	body = bytes.ReplaceAll(body, []byte(jsonEscapeSlashes(from)), []byte(jsonEscapeSlashes(to)))
 	body = bytes.ReplaceAll(body, []byte(from), []byte(to))

@@ -208,30 +208,25 @@ func (rl *Relay) serveModelCall(w http.ResponseWriter, r *http.Request, info *mi
 		}
 	}
 	a := &attempt{body: body, start: info.Start, rec: usage.Record{
-		RequestID: info.RequestID, KeyID: key.ID, Upstream: rl.up.Name, Method: r.Method, Path: r.URL.Path,
+		RequestID: info.RequestID, KeyID: key.ID, Method: r.Method, Path: r.URL.Path,
 		Model: req.Model, Stream: info.Stream, ClientIP: clientIP(r), UserAgent: r.UserAgent(),
 		SessionID: r.Header.Get("X-Claude-Code-Session-Id"),
 	}}
-	rl.forward(w, r, info, body, a, billable)
+	call := upstream.Call{Client: r, Body: body, Model: req.Model, AffinityKey: upstream.AffinityKey(r.Header, req.UserID, key.ID)}
+	rl.forward(w, r, info, call, a, billable)
 }
 
 // forward sends the request upstream and streams the answer back. With a
 // non-nil billable attempt, usage is extracted and recorded.
-func (rl *Relay) forward(w http.ResponseWriter, r *http.Request, info *middleware.Info, body []byte, a *attempt, billable bool) {
+func (rl *Relay) forward(w http.ResponseWriter, r *http.Request, info *middleware.Info, call upstream.Call, a *attempt, billable bool) {
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
 	stop := context.AfterFunc(rl.stopCtx, cancel) // Close's deadline cuts streams
 	defer stop()
 
-	info.Upstream = rl.up.Name
-	out, err := rl.up.NewRequest(ctx, r, r.URL.Path, body)
+	res, err := rl.pool.Do(ctx, call)
 	if err != nil {
-		rl.fail(w, r, apierror.New(http.StatusInternalServerError, "could not build the upstream request"))
-		return
-	}
-	resp, err := rl.client.Do(out)
-	if err != nil {
-		e := upstreamError(r.Context(), err)
+		e := apierror.From(err, upstream.MapError)
 		if billable {
 			a.rec.Status, a.rec.ErrorType = e.Status, e.Type
 			if r.Context().Err() != nil {
@@ -240,12 +235,30 @@ func (rl *Relay) forward(w http.ResponseWriter, r *http.Request, info *middlewar
 			rl.record(a, info)
 		}
 		if r.Context().Err() == nil {
-			rl.log.Warn("upstream request failed", "request_id", info.RequestID, "upstream", rl.up.Name, "error", err)
+			rl.log.Warn("upstream request failed", "request_id", info.RequestID, "error", err)
 			rl.fail(w, r, e)
 		}
 		return
 	}
-	defer resp.Body.Close()
+	var outcome upstream.Outcome
+	defer func() { res.Release(outcome) }()
+	resp := res.Response
+	info.Upstream = res.Upstream
+	if a != nil {
+		a.rec.Upstream = res.Upstream
+	}
+	if resp.StatusCode == http.StatusUnauthorized {
+		// The upstream refused the relay's own credential: the user's key
+		// is fine, so a 401 would send them to fix the wrong thing.
+		rl.log.Error("the upstream refused the relay's credential", "request_id", info.RequestID, "upstream", res.Upstream)
+		e := &apierror.Error{Status: http.StatusBadGateway, Type: apierror.API, Message: "the relay's upstream credential was refused; tell the relay's operator"}
+		if billable {
+			a.rec.Status, a.rec.ErrorType = e.Status, e.Type
+			rl.record(a, info)
+		}
+		rl.fail(w, r, e)
+		return
+	}
 
 	h := w.Header()
 	upstream.CopyResponseHeaders(h, resp.Header)
@@ -264,7 +277,7 @@ func (rl *Relay) forward(w http.ResponseWriter, r *http.Request, info *middlewar
 	}
 
 	if !billable && !stream && isBatchPath(r.URL.Path) && isJSON(resp.Header) {
-		rl.relayRewritten(w, r, resp)
+		rl.relayRewritten(w, r, resp, res.BaseURL)
 		return
 	}
 	var sx *usage.StreamExtractor
@@ -282,6 +295,7 @@ func (rl *Relay) forward(w http.ResponseWriter, r *http.Request, info *middlewar
 		clientGone = true
 	}
 	if !billable {
+		outcome.Failed = upErr != nil && !clientGone
 		return
 	}
 	a.rec.Status = resp.StatusCode
@@ -292,9 +306,13 @@ func (rl *Relay) forward(w http.ResponseWriter, r *http.Request, info *middlewar
 		a.rec.ErrorType = "relay_shutdown"
 	case upErr != nil:
 		a.rec.ErrorType = "stream_interrupted"
-		rl.log.Warn("upstream response cut short", "request_id", info.RequestID, "upstream", rl.up.Name, "error", upErr)
+		rl.log.Warn("upstream response cut short", "request_id", info.RequestID, "upstream", res.Upstream, "error", upErr)
 	}
 	rl.settle(a, resp, sx, tee)
+	outcome = upstream.Outcome{
+		InputTokens: a.rec.Usage.TotalInput(), OutputTokens: a.rec.Usage.OutputTokens,
+		Failed: !clientGone && (upErr != nil || (sx != nil && sx.ErrorType() != "")),
+	}
 	rl.record(a, info)
 }
 
@@ -418,18 +436,6 @@ func (rl *Relay) record(a *attempt, info *middleware.Info) {
 	if err := rl.recorder.Record(a.rec); err != nil {
 		rl.log.Error("usage record dropped", "request_id", a.rec.RequestID, "key_id", a.rec.KeyID, "error", err)
 	}
-}
-
-// upstreamError maps a transport error to the client's answer.
-func upstreamError(ctx context.Context, err error) *apierror.Error {
-	var ne net.Error
-	switch {
-	case ctx.Err() != nil:
-		return apierror.New(usage.StatusClientClosed, "client closed the request")
-	case errors.As(err, &ne) && ne.Timeout(), errors.Is(err, context.DeadlineExceeded):
-		return apierror.New(http.StatusGatewayTimeout, "the upstream API did not answer in time")
-	}
-	return &apierror.Error{Status: http.StatusBadGateway, Type: apierror.API, Message: "the upstream API could not be reached"}
 }
 
 func clientIP(r *http.Request) string {

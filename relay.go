@@ -35,12 +35,21 @@ type Config struct {
 	// https://api.anthropic.com.
 	UpstreamURL string
 	// UpstreamCredential is the real Anthropic API key (or token, with
-	// UpstreamBearer). Required. It is sent only upstream.
+	// UpstreamBearer). Required unless Upstreams is set. It is sent only
+	// upstream.
 	UpstreamCredential string
 	// UpstreamBearer sends the credential as Authorization: Bearer instead
 	// of x-api-key.
 	UpstreamBearer bool
-	// Transport carries upstream requests. Nil means a transport from
+	// Upstreams, when set, replaces UpstreamURL/UpstreamCredential with a
+	// pool of several accounts or base URLs: priority groups, weights,
+	// session affinity, failover and cooldown (see package upstream).
+	Upstreams []upstream.Config
+	// Retry and Cooldown tune the pool; zero values are upstream's
+	// defaults (3 attempts within 30 s; cooldowns up to 5 minutes).
+	Retry    upstream.RetryPolicy
+	Cooldown upstream.CooldownPolicy
+	// Transport carries upstream requests. Nil means transports from
 	// upstream.NewTransport: large keep-alive pools, HTTP/2, no overall
 	// timeout on streams.
 	Transport http.RoundTripper
@@ -97,8 +106,7 @@ type Relay struct {
 	cfg      Config
 	log      *slog.Logger
 	now      func() time.Time
-	up       *upstream.Upstream
-	client   *http.Client
+	pool     *upstream.Pool
 	keys     *keys.Service
 	usage    usage.Store
 	recorder *usage.Recorder
@@ -121,8 +129,8 @@ type Relay struct {
 }
 
 // New returns a Relay for cfg.
-func New(cfg Config) (*Relay, error) {
-	if cfg.UpstreamCredential == "" {
+func New(cfg Config) (_ *Relay, err error) {
+	if cfg.UpstreamCredential == "" && len(cfg.Upstreams) == 0 {
 		return nil, errors.New("relay: Config.UpstreamCredential is required (the real Anthropic API key)")
 	}
 	if cfg.Keys == nil {
@@ -144,15 +152,6 @@ func New(cfg Config) (*Relay, error) {
 	if rl.now == nil {
 		rl.now = time.Now
 	}
-	auth := upstream.AuthAPIKey
-	if cfg.UpstreamBearer {
-		auth = upstream.AuthBearer
-	}
-	up, err := upstream.New("anthropic", cfg.UpstreamURL, cfg.UpstreamCredential, auth)
-	if err != nil {
-		return nil, fmt.Errorf("relay: %w", err)
-	}
-	rl.up = up
 	if cfg.PublicURL != "" {
 		u, err := url.Parse(strings.TrimSuffix(cfg.PublicURL, "/"))
 		if err != nil || u.Host == "" {
@@ -160,12 +159,41 @@ func New(cfg Config) (*Relay, error) {
 		}
 		rl.public = u
 	}
-	tr := cfg.Transport
-	if tr == nil {
-		tr = upstream.NewTransport(upstream.TransportConfig{})
+	ups := cfg.Upstreams
+	if len(ups) == 0 {
+		auth := upstream.AuthAPIKey
+		if cfg.UpstreamBearer {
+			auth = upstream.AuthBearer
+		}
+		base := cfg.UpstreamURL
+		if base == "" {
+			base = upstream.DefaultBaseURL
+		}
+		ups = []upstream.Config{{Name: "anthropic", BaseURL: base, Credential: cfg.UpstreamCredential, Auth: auth}}
 	}
-	// No redirects: an upstream redirect would carry the credential elsewhere.
-	rl.client = &http.Client{Transport: tr, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	defer func() {
+		if err != nil { // undo what was started
+			if rl.pool != nil {
+				rl.pool.Close()
+			}
+			if rl.keys != nil {
+				_ = rl.keys.Close(context.Background())
+			}
+			if rl.recorder != nil {
+				_ = rl.recorder.Close(context.Background())
+			}
+		}
+	}()
+	if rl.metrics, err = newMetrics(cfg.Registerer); err != nil {
+		return nil, fmt.Errorf("relay: metrics: %w", err)
+	}
+	rl.pool, err = upstream.NewPool(upstream.PoolConfig{
+		Upstreams: ups, Retry: cfg.Retry, Cooldown: cfg.Cooldown,
+		Transport: cfg.Transport, Logger: rl.log, Now: cfg.Now,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("relay: %w", err)
+	}
 	if rl.tok, err = tokenizer.New(); err != nil {
 		return nil, fmt.Errorf("relay: tokenizer: %w", err)
 	}
@@ -180,16 +208,16 @@ func New(cfg Config) (*Relay, error) {
 		return nil, fmt.Errorf("relay: %w", err)
 	}
 	if cfg.AdminPassword != "" || len(cfg.AdminPasswordHash) > 0 {
-		rl.admin, err = admin.New(admin.Config{
+		var ah *admin.Handler
+		ah, err = admin.New(admin.Config{
 			Keys: rl.keys, Username: cfg.AdminUsername, Password: cfg.AdminPassword, PasswordHash: cfg.AdminPasswordHash,
 			Secret: derive(secret, "relay/admin/jwt"), TokenTTL: cfg.AdminTokenTTL, Now: cfg.Now, Logger: rl.log,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("relay: admin: %w", err)
 		}
-	}
-	if rl.metrics, err = newMetrics(cfg.Registerer); err != nil {
-		return nil, fmt.Errorf("relay: metrics: %w", err)
+		admin.MountUpstreams(ah, rl.pool)
+		rl.admin = ah
 	}
 	rl.quota = newTokenQuota(cfg.Usage)
 	if rl.pricing = cfg.Pricing; rl.pricing == nil {
@@ -308,6 +336,7 @@ func (rl *Relay) Close(ctx context.Context) error {
 		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 		defer cancel()
 		rl.closeErr = errors.Join(rl.recorder.Close(wctx), rl.keys.Close(wctx))
+		rl.pool.Close()
 		rl.stopAll()
 	})
 	return rl.closeErr

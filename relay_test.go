@@ -22,6 +22,7 @@ import (
 	"github.com/relaystation/relay"
 	"github.com/relaystation/relay/keys"
 	"github.com/relaystation/relay/storage/memory"
+	"github.com/relaystation/relay/upstream"
 	"github.com/relaystation/relay/upstream/upstreamtest"
 	"github.com/relaystation/relay/usage"
 )
@@ -346,7 +347,7 @@ func isStatus(err error, status int) bool {
 // TestUpstreamErrorPassesThrough: the upstream's error body reaches the
 // client unmodified (Claude Code matches on its wording) and is recorded.
 func TestUpstreamErrorPassesThrough(t *testing.T) {
-	e := newEnv(t, upstreamtest.Config{})
+	e := newEnv(t, upstreamtest.Config{}, func(c *relay.Config) { c.Retry.Attempts = 1 })
 	e.fake.Enqueue(upstreamtest.Fault{Status: 400, Message: "prompt is too long: 210000 tokens > 200000 maximum"})
 	_, err := e.client().Messages.New(context.Background(), params())
 	var apiErr *anthropic.Error
@@ -408,6 +409,35 @@ func errorShape(t *testing.T, a answer, status int, typ string) {
 	}
 	if a.status != status || body.Type != "error" || body.Error.Type != typ || body.Error.Message == "" || body.RequestID == "" || body.RequestID != a.header.Get("X-Request-Id") {
 		t.Errorf("got %d %s, want %d %s", a.status, a.body, status, typ)
+	}
+}
+
+// TestRetryTransparent: an overloaded upstream answer is retried before
+// anything reaches the client; the client sees only the success, and one
+// request is recorded.
+func TestRetryTransparent(t *testing.T) {
+	e := newEnv(t, upstreamtest.Config{}, func(c *relay.Config) {
+		c.Retry = upstream.RetryPolicy{Attempts: 3, Base: time.Millisecond, Cap: 5 * time.Millisecond, Deadline: 5 * time.Second}
+	})
+	e.fake.Enqueue(upstreamtest.Fault{Status: 529})
+	if _, err := e.client().Messages.New(context.Background(), params()); err != nil {
+		t.Fatal(err)
+	}
+	if st := e.fake.Stats(); st.Requests != 2 || st.Messages != 1 {
+		t.Errorf("upstream stats %+v", st)
+	}
+	if tot := e.waitTotals(e.keyID, 1); tot.Errors != 0 || tot.Usage != wantUsage(e.fake.ExpectedUsage()) {
+		t.Errorf("totals %+v", tot)
+	}
+}
+
+// TestUpstreamCredentialRefused: a 401 from the upstream is the relay's
+// problem, not the user's: 502, logged.
+func TestUpstreamCredentialRefused(t *testing.T) {
+	e := newEnv(t, upstreamtest.Config{}, func(c *relay.Config) { c.UpstreamCredential = "sk-ant-wrong"; c.Retry.Attempts = 1 })
+	errorShape(t, e.post("/v1/messages", `{"model":"claude-sonnet-4-5","max_tokens":1}`, e.key), 502, "api_error")
+	if !strings.Contains(e.logs.String(), "refused the relay's credential") {
+		t.Error("not logged")
 	}
 }
 
@@ -492,11 +522,11 @@ func TestHeadRootAndHealth(t *testing.T) {
 }
 
 func TestUpstreamUnreachableAndTimeout(t *testing.T) {
-	e := newEnv(t, upstreamtest.Config{}, func(c *relay.Config) { c.UpstreamURL = "http://127.0.0.1:1" })
+	e := newEnv(t, upstreamtest.Config{}, func(c *relay.Config) { c.UpstreamURL = "http://127.0.0.1:1"; c.Retry.Attempts = 1 })
 	errorShape(t, e.post("/v1/messages", `{"model":"m","max_tokens":1}`, e.key), 502, "api_error")
 
 	tr := &http.Transport{ResponseHeaderTimeout: 100 * time.Millisecond}
-	e = newEnv(t, upstreamtest.Config{Latency: 2 * time.Second}, func(c *relay.Config) { c.Transport = tr })
+	e = newEnv(t, upstreamtest.Config{Latency: 2 * time.Second}, func(c *relay.Config) { c.Transport = tr; c.Retry.Attempts = 1 })
 	errorShape(t, e.post("/v1/messages", `{"model":"m","max_tokens":1}`, e.key), 504, "timeout_error")
 	tot := e.waitTotals(e.keyID, 1)
 	if tot.Errors != 1 {
