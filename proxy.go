@@ -19,6 +19,7 @@ import (
 	"github.com/relaystation/relay/internal/tokenizer"
 	"github.com/relaystation/relay/keys"
 	"github.com/relaystation/relay/middleware"
+	"github.com/relaystation/relay/quota"
 	"github.com/relaystation/relay/upstream"
 	"github.com/relaystation/relay/usage"
 )
@@ -176,6 +177,8 @@ type attempt struct {
 	body      []byte // the request body, for estimates
 	start     time.Time
 	firstByte time.Time
+	res       quota.Reservation // held against the key's limits
+	reserved  bool
 }
 
 // serveModelCall relays POST /v1/messages (billable) and
@@ -201,17 +204,19 @@ func (rl *Relay) serveModelCall(w http.ResponseWriter, r *http.Request, info *mi
 		rl.fail(w, r, middleware.KeyError(keys.ErrModelNotAllowed))
 		return
 	}
-	if billable {
-		if e := rl.quota.check(r.Context(), key); e != nil {
-			rl.fail(w, r, e)
-			return
-		}
-	}
 	a := &attempt{body: body, start: info.Start, rec: usage.Record{
 		RequestID: info.RequestID, KeyID: key.ID, Method: r.Method, Path: r.URL.Path,
 		Model: req.Model, Stream: info.Stream, ClientIP: clientIP(r), UserAgent: r.UserAgent(),
 		SessionID: r.Header.Get("X-Claude-Code-Session-Id"),
 	}}
+	if billable {
+		res, e := rl.reserve(r.Context(), key, req.Model, body, req.MaxTokens)
+		if e != nil {
+			rl.fail(w, r, e)
+			return
+		}
+		a.res, a.reserved = res, true
+	}
 	call := upstream.Call{Client: r, Body: body, Model: req.Model, AffinityKey: upstream.AffinityKey(r.Header, req.UserID, key.ID)}
 	rl.forward(w, r, info, call, a, billable)
 }
@@ -227,6 +232,10 @@ func (rl *Relay) forward(w http.ResponseWriter, r *http.Request, info *middlewar
 	res, err := rl.pool.Do(ctx, call)
 	if err != nil {
 		e := apierror.From(err, upstream.MapError)
+		if a != nil && a.reserved {
+			rl.releaseQuota(ctx, a.res) // nothing reached the upstream
+			a.reserved = false
+		}
 		if billable {
 			a.rec.Status, a.rec.ErrorType = e.Status, e.Type
 			if r.Context().Err() != nil {
@@ -274,6 +283,11 @@ func (rl *Relay) forward(w http.ResponseWriter, r *http.Request, info *middlewar
 	}
 	if resp.StatusCode >= 400 {
 		info.ErrorType = apierror.TypeFor(resp.StatusCode)
+	} else if a != nil && a.reserved && !rl.cfg.NoLimitHeaders {
+		a.res.Standing.Headers(h) // the key's own limits, not the upstream account's
+	}
+	if a != nil && a.reserved && stream {
+		defer rl.renewWhileStreaming(a.res)()
 	}
 
 	if !billable && !stream && isBatchPath(r.URL.Path) && isJSON(resp.Header) {
@@ -431,7 +445,10 @@ func (rl *Relay) record(a *attempt, info *middleware.Info) {
 	a.rec.Latency = now.Sub(a.start)
 	a.rec.CostUSD = rl.cost(&a.rec)
 	info.InputTokens, info.OutputTokens = a.rec.Usage.TotalInput(), a.rec.Usage.OutputTokens
-	rl.quota.add(a.rec.KeyID, a.rec.Usage)
+	if a.reserved {
+		rl.settleQuota(context.Background(), a.res, &a.rec)
+		a.reserved = false
+	}
 	rl.metrics.observe(&a.rec)
 	if err := rl.recorder.Record(a.rec); err != nil {
 		rl.log.Error("usage record dropped", "request_id", a.rec.RequestID, "key_id", a.rec.KeyID, "error", err)

@@ -21,6 +21,7 @@ import (
 	"github.com/relaystation/relay/internal/tokenizer"
 	"github.com/relaystation/relay/keys"
 	"github.com/relaystation/relay/middleware"
+	"github.com/relaystation/relay/quota"
 	"github.com/relaystation/relay/upstream"
 	"github.com/relaystation/relay/usage"
 )
@@ -74,6 +75,23 @@ type Config struct {
 	// BcryptCost is the cost of new key hashes. Zero means 10.
 	BcryptCost int
 
+	// Tiers defines the limits of each key tier (token budgets, cost
+	// budgets, RPM, TPM, concurrency); a key's own overrides and its
+	// token_limit go on top. The zero value has no limits: only a key's
+	// token_limit applies.
+	Tiers quota.Tiers
+	// Quota configures the in-process limiter (time zone of the calendar
+	// windows, output reservation cap, which token kinds count). Its Seed
+	// and Now, when nil, are filled in from Usage and Now.
+	Quota quota.Config
+	// Limiter enforces the limits. Nil means quota.NewMemory(Quota), right
+	// for one relay instance; several instances share a storage/redis
+	// Limiter (build its Config with SeedFromUsage).
+	Limiter quota.Limiter
+	// NoLimitHeaders leaves out the key's anthropic-ratelimit-* headers on
+	// successful answers (then the upstream's pass through).
+	NoLimitHeaders bool
+
 	// Pricing prices usage records. Nil means usage.DefaultPricing():
 	// Anthropic's list prices, unknown models priced as Sonnet.
 	Pricing *usage.Pricing
@@ -113,7 +131,9 @@ type Relay struct {
 	tok      *tokenizer.Counter
 	admin    http.Handler
 	metrics  *metrics
-	quota    *tokenQuota
+	limiter  quota.Limiter
+	quotaCfg quota.Config
+	tiers    quota.Tiers
 	pricing  *usage.Pricing
 	public   *url.URL
 	bufs     sync.Pool
@@ -219,7 +239,23 @@ func New(cfg Config) (_ *Relay, err error) {
 		admin.MountUpstreams(ah, rl.pool)
 		rl.admin = ah
 	}
-	rl.quota = newTokenQuota(cfg.Usage)
+	if err = cfg.Tiers.Validate(); err != nil {
+		return nil, fmt.Errorf("relay: tiers: %w", err)
+	}
+	rl.tiers = cfg.Tiers
+	rl.quotaCfg = cfg.Quota
+	if rl.quotaCfg.Seed == nil {
+		rl.quotaCfg.Seed = SeedFromUsage(cfg.Usage, rl.quotaCfg.Counted)
+	}
+	if rl.quotaCfg.Now == nil {
+		rl.quotaCfg.Now = cfg.Now
+	}
+	if rl.quotaCfg.ReservationTTL <= 0 {
+		rl.quotaCfg.ReservationTTL = quota.DefaultReservationTTL
+	}
+	if rl.limiter = cfg.Limiter; rl.limiter == nil {
+		rl.limiter = quota.NewMemory(rl.quotaCfg)
+	}
 	if rl.pricing = cfg.Pricing; rl.pricing == nil {
 		rl.pricing = usage.DefaultPricing()
 	}

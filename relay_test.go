@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -21,6 +22,7 @@ import (
 
 	"github.com/relaystation/relay"
 	"github.com/relaystation/relay/keys"
+	"github.com/relaystation/relay/quota"
 	"github.com/relaystation/relay/storage/memory"
 	"github.com/relaystation/relay/upstream"
 	"github.com/relaystation/relay/upstream/upstreamtest"
@@ -603,7 +605,9 @@ func TestMidStreamErrorRecorded(t *testing.T) {
 
 func TestTokenLimitAndUsageAPI(t *testing.T) {
 	e := newEnv(t, upstreamtest.Config{})
-	key, id := e.mint(keys.CreateParams{Name: "small", TokenLimit: 100})
+	// 4200 tokens: room for one request's reservation (its input estimate
+	// plus the 4096-token output cap), not for a second one.
+	key, id := e.mint(keys.CreateParams{Name: "small", TokenLimit: 4200})
 	c := e.client(option.WithAPIKey(key))
 	if _, err := c.Messages.New(context.Background(), params()); err != nil {
 		t.Fatal(err)
@@ -618,15 +622,24 @@ func TestTokenLimitAndUsageAPI(t *testing.T) {
 	total := u.InputTokens + u.OutputTokens + u.CacheCreationInputTokens + u.CacheReadInputTokens
 	if v["requests"] != 1.0 || v["input_tokens"] != float64(u.InputTokens) || v["output_tokens"] != float64(u.OutputTokens) ||
 		v["cache_creation_input_tokens"] != float64(u.CacheCreationInputTokens) || v["cache_read_input_tokens"] != float64(u.CacheReadInputTokens) ||
-		v["token_limit"] != 100.0 || v["remaining"] != float64(max(100-total, 0)) || v["key_id"] != id {
+		v["token_limit"] != 4200.0 || v["remaining"] != float64(4200-total) || v["key_id"] != id {
 		t.Errorf("usage = %s", a.body)
 	}
-	// 110 tokens used of 100: the next request is refused with 402.
-	if _, err := c.Messages.New(context.Background(), params()); !isStatus(err, 402) {
+	// 110 tokens used of 4200: the next reservation does not fit: 402.
+	_, err := c.Messages.New(context.Background(), params())
+	var apiErr *anthropic.Error
+	if !errors.As(err, &apiErr) || apiErr.StatusCode != 402 || !strings.Contains(apiErr.RawJSON(), "token_limit") {
 		t.Errorf("over-quota request: %v", err)
+	}
+	// A smaller max_tokens still fits.
+	small := params()
+	small.MaxTokens = 100
+	if _, err := c.Messages.New(context.Background(), small); err != nil {
+		t.Errorf("a request that fits was refused: %v", err)
 	}
 	// Another key's usage stays its own.
 	a = e.get("/v1/usage", e.key)
+	v = nil
 	if err := json.Unmarshal([]byte(a.body), &v); err != nil || v["requests"] != 0.0 || v["remaining"] != nil {
 		t.Errorf("other key's usage = %s", a.body)
 	}
@@ -697,5 +710,64 @@ func TestSlowBody(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusRequestTimeout || e.fake.Count() != 0 {
 		t.Errorf("status %d, upstream saw %d", resp.StatusCode, e.fake.Count())
+	}
+}
+
+// TestRateLimitsAndHeaders: a tier's RPM answers 429 with retry-after and
+// the key's own anthropic-ratelimit headers; successes carry them too.
+func TestRateLimitsAndHeaders(t *testing.T) {
+	e := newEnv(t, upstreamtest.Config{Header: http.Header{"Anthropic-Ratelimit-Requests-Limit": {"4000"}}}, func(c *relay.Config) {
+		c.Tiers = quota.Tiers{Default: "free", Tiers: map[string]quota.Limits{"free": {RPM: 2}, "pro": {RPM: 100}}}
+	})
+	body := `{"model":"claude-sonnet-4-5","max_tokens":100,"messages":[{"role":"user","content":"hi"}]}`
+	for i := range 2 {
+		a := e.post("/v1/messages", body, e.key)
+		if a.status != 200 || a.header.Get("Anthropic-Ratelimit-Requests-Limit") != "2" || a.header.Get("Anthropic-Ratelimit-Requests-Remaining") != strconv.Itoa(1-i) {
+			t.Fatalf("request %d: %d %v", i, a.status, a.header)
+		}
+	}
+	a := e.post("/v1/messages", body, e.key)
+	errorShape(t, a, 429, "rate_limit_error")
+	if a.header.Get("Retry-After") == "" {
+		t.Errorf("429 without retry-after: %v", a.header)
+	}
+	// A pro key with an override of its own.
+	pro, _ := e.mint(keys.CreateParams{Name: "pro", Tier: "pro", Limits: map[string]int64{"max_concurrent": 1}})
+	if a := e.post("/v1/messages", body, pro); a.status != 200 || a.header.Get("Anthropic-Ratelimit-Requests-Limit") != "100" {
+		t.Errorf("pro: %d %v", a.status, a.header)
+	}
+	// Refused requests reached neither the upstream nor the usage store.
+	if n := e.fake.Count(); n != 3 {
+		t.Errorf("upstream saw %d requests, want 3", n)
+	}
+	e.waitTotals(e.keyID, 2)
+}
+
+// TestConcurrencyLimit: the second concurrent stream of a key limited to
+// one is refused with 429 while the first runs.
+func TestConcurrencyLimit(t *testing.T) {
+	e := newEnv(t, upstreamtest.Config{Deltas: 10, EventDelay: 20 * time.Millisecond})
+	key, _ := e.mint(keys.CreateParams{Name: "one at a time", Limits: map[string]int64{"max_concurrent": 1}})
+	started := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		req, _ := http.NewRequest("POST", e.srv.URL+"/v1/messages", strings.NewReader(`{"model":"m","max_tokens":10,"stream":true}`))
+		req.Header.Set("x-api-key", key)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Error(err)
+			close(started)
+			return
+		}
+		close(started)
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}()
+	<-started
+	errorShape(t, e.post("/v1/messages", `{"model":"m","max_tokens":10}`, key), 429, "rate_limit_error")
+	<-done
+	if a := e.post("/v1/messages", `{"model":"m","max_tokens":10}`, key); a.status != 200 {
+		t.Errorf("after the stream ended: %d %s", a.status, a.body)
 	}
 }

@@ -7,6 +7,7 @@ import (
 
 	"github.com/relaystation/relay/internal/apierror"
 	"github.com/relaystation/relay/middleware"
+	"github.com/relaystation/relay/quota"
 	"github.com/relaystation/relay/usage"
 )
 
@@ -25,8 +26,12 @@ type usageView struct {
 	TotalTokens              int64      `json:"total_tokens"`
 	CostUSD                  float64    `json:"cost_usd"`
 	TokenLimit               int64      `json:"token_limit"`
-	// Remaining is null for a key without a token limit.
+	// Remaining is null for a key without a token limit. Tokens held by
+	// requests in flight are not remaining.
 	Remaining *int64 `json:"remaining"`
+	// Limits is the key's standing against every limit: used, reserved,
+	// remaining and reset time of each budget and rate.
+	Limits *quota.Standing `json:"limits"`
 }
 
 func (rl *Relay) usageHandler() http.Handler {
@@ -71,17 +76,16 @@ func (rl *Relay) usageHandler() http.Handler {
 		v.InputTokens, v.OutputTokens = t.Usage.InputTokens, t.Usage.OutputTokens
 		v.CacheCreationInputTokens, v.CacheReadInputTokens = t.Usage.CacheCreationInputTokens, t.Usage.CacheReadInputTokens
 		v.TotalTokens = t.Usage.Total()
-		if key.TokenLimit > 0 {
-			used := t.Usage.Total()
-			if f.From.IsZero() && f.To.IsZero() {
-				// The in-memory count includes records not yet written.
-				if u, err := rl.quota.Used(r.Context(), key.ID); err == nil {
-					used = max(used, u)
-				}
-			} else if all, err := rl.usage.Totals(r.Context(), usage.Filter{KeyID: key.ID}); err == nil {
-				used = all.Usage.Total()
-			}
-			rem := max(key.TokenLimit-used, 0)
+		st, err := rl.standing(r.Context(), key)
+		if err != nil {
+			rl.log.Error("quota standing failed", "request_id", middleware.RequestIDFrom(r.Context()), "error", err)
+			rl.fail(w, r, apierror.New(http.StatusServiceUnavailable, "the relay cannot read this key's limits right now; try again shortly"))
+			return
+		}
+		v.Limits = &st
+		if tl := st.TokenLimit; tl.Limit > 0 {
+			v.TokenLimit = tl.Limit
+			rem := tl.Remaining
 			v.Remaining = &rem
 		}
 		w.Header().Set("Content-Type", "application/json")

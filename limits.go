@@ -1,0 +1,128 @@
+package relay
+
+import (
+	"context"
+	"net/http"
+	"time"
+
+	"github.com/relaystation/relay/internal/apierror"
+	"github.com/relaystation/relay/keys"
+	"github.com/relaystation/relay/quota"
+	"github.com/relaystation/relay/usage"
+)
+
+// SeedFromUsage returns the quota.SeedFunc that reads a key's past usage
+// from a usage store, so token and cost budgets survive restarts. Hosts
+// building their own limiter (storage/redis) pass it in quota.Config.Seed;
+// counted must be the same as the limiter's Config.Counted (zero: all four
+// token kinds).
+func SeedFromUsage(store usage.Store, counted quota.Kinds) quota.SeedFunc {
+	if counted == 0 {
+		counted = quota.AllKinds
+	}
+	return func(ctx context.Context, keyID string, since time.Time) (int64, int64, error) {
+		t, err := store.Totals(ctx, usage.Filter{KeyID: keyID, From: since})
+		if err != nil {
+			return 0, 0, err
+		}
+		u := t.Usage
+		return counted.Count(u.InputTokens, u.OutputTokens, u.CacheCreationInputTokens, u.CacheReadInputTokens), quota.Micros(t.CostUSD), nil
+	}
+}
+
+// keyLimits resolves a key's limits: its tier's, with the key's own
+// overrides on top. A key's token_limit, when set (> 0), is one of them.
+func (rl *Relay) keyLimits(k *keys.Key) (quota.Limits, error) {
+	o, err := quota.OverrideFromMap(k.Limits)
+	if err != nil {
+		return quota.Limits{}, err
+	}
+	if k.TokenLimit > 0 {
+		tl := k.TokenLimit
+		o.TokenLimit = &tl
+	}
+	return rl.tiers.Resolve(k.Tier, o), nil
+}
+
+// reserve holds a request's estimated usage against the key's limits: the
+// input as the offline tokenizer counts it, plus min(max_tokens, the output
+// cap). It answers 429 or 402 (with the headers clients need) when the
+// reservation does not fit, and 503 when the limiter cannot decide.
+func (rl *Relay) reserve(ctx context.Context, k *keys.Key, model string, body []byte, maxTokens int64) (quota.Reservation, *apierror.Error) {
+	limits, err := rl.keyLimits(k)
+	if err != nil {
+		rl.log.Error("key has invalid limit overrides", "key_id", k.ID, "error", err)
+		return quota.Reservation{}, apierror.New(http.StatusInternalServerError, "this key's limits are misconfigured; tell the relay's operator")
+	}
+	est := rl.tok.EstimateRequest(body)
+	price, _ := rl.pricing.Lookup(model)
+	cost := price.Cost(usage.Usage{InputTokens: est, OutputTokens: rl.quotaCfg.OutputReservation(maxTokens)})
+	res, err := rl.limiter.Reserve(ctx, quota.Request{
+		KeyID: k.ID, Limits: limits, InputEstimate: est, MaxTokens: maxTokens, CostEstimateMicros: quota.Micros(cost),
+	})
+	if e := quota.APIError(err); e != nil {
+		return res, e
+	}
+	if err != nil {
+		rl.log.Error("quota limiter unavailable", "key_id", k.ID, "error", err)
+		e := apierror.New(http.StatusServiceUnavailable, "the relay cannot check this key's limits right now; try again shortly")
+		e.Header = http.Header{"Retry-After": {"1"}}
+		return res, e
+	}
+	return res, nil
+}
+
+// settleQuota replaces a reservation by the request's real usage. It runs
+// detached from the request's context: a client that left still pays.
+func (rl *Relay) settleQuota(ctx context.Context, res quota.Reservation, rec *usage.Record) {
+	u := rec.Usage
+	err := rl.limiter.Settle(context.WithoutCancel(ctx), res, quota.Actual{
+		Input: u.InputTokens, Output: u.OutputTokens, CacheCreation: u.CacheCreationInputTokens, CacheRead: u.CacheReadInputTokens,
+		CostMicros: quota.Micros(rec.CostUSD),
+	})
+	if err != nil {
+		rl.log.Warn("settling a quota reservation failed", "request_id", rec.RequestID, "key_id", rec.KeyID, "error", err)
+	}
+}
+
+// releaseQuota returns a reservation whose request never reached the
+// upstream.
+func (rl *Relay) releaseQuota(ctx context.Context, res quota.Reservation) {
+	if err := rl.limiter.Release(context.WithoutCancel(ctx), res); err != nil {
+		rl.log.Warn("releasing a quota reservation failed", "key_id", res.KeyID, "error", err)
+	}
+}
+
+// renewWhileStreaming keeps a long stream's reservation alive (a
+// reservation expires after Config.ReservationTTL so that a crashed
+// instance's holds free themselves). The returned func stops it.
+func (rl *Relay) renewWhileStreaming(res quota.Reservation) (stop func()) {
+	every := rl.quotaCfg.ReservationTTL / 3
+	if every <= 0 {
+		every = time.Minute
+	}
+	var t *time.Timer
+	done := make(chan struct{})
+	t = time.AfterFunc(every, func() {
+		select {
+		case <-done:
+			return
+		default:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_ = rl.limiter.Renew(ctx, res)
+		cancel()
+		t.Reset(every)
+	})
+	return func() { close(done); t.Stop() }
+}
+
+// standing is a key's current standing against its limits, for the usage
+// API.
+func (rl *Relay) standing(ctx context.Context, k *keys.Key) (quota.Standing, error) {
+	limits, err := rl.keyLimits(k)
+	if err != nil {
+		return quota.Standing{}, err
+	}
+	return rl.limiter.Standing(ctx, k.ID, limits)
+}
