@@ -117,3 +117,11 @@ func (c *lru) len() int {
 	defer c.mu.Unlock()
 	return c.order.Len()
 }
+
+func (c *lru) clear() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.items = make(map[cacheKey]*cacheEntry)
+	c.order.Init()
+	c.byID = make(map[string]map[cacheKey]struct{})
+}

@@ -296,6 +296,10 @@ func (s *Service) recheck(ck cacheKey, id string, hash []byte) {
 // instance reports a change to that key.
 func (s *Service) Invalidate(id string) { s.cache.removeID(id) }
 
+// InvalidateAll empties the verified-key cache. Call it when change
+// notices from other instances may have been missed (a reconnect).
+func (s *Service) InvalidateAll() { s.cache.clear() }
+
 func (s *Service) changed(id string) {
 	s.cache.removeID(id)
 	if s.cfg.OnChange != nil {

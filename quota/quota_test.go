@@ -259,5 +259,6 @@ func TestSeedOncePerKey(t *testing.T) {
 	}})
 	_, err := blocked.Reserve(ctx, quota.Request{KeyID: "k"})
 	assert.ErrorIs(t, err, context.Canceled)
-	assert.True(t, strings.Contains(err.Error(), "seeding key k"))
+	assert.True(t, strings.Contains(err.Error(), "key k"))
+	assert.ErrorIs(t, err, quota.ErrSeed)
 }

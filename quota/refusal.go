@@ -192,6 +192,11 @@ func (r *Refusal) Headers(h http.Header) {
 // billing_error or 429 rate_limit_error, with its headers. It returns nil
 // for any other error (an apierror.Mapper).
 func APIError(err error) *apierror.Error {
+	if errors.Is(err, ErrUnavailable) {
+		e := apierror.New(http.StatusServiceUnavailable, "the relay cannot check this key's limits right now; try again shortly")
+		e.Header = http.Header{"Retry-After": {"1"}}
+		return e
+	}
 	var r *Refusal
 	if !errors.As(err, &r) {
 		return nil

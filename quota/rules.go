@@ -184,14 +184,14 @@ func (r *Rules) Seed(ctx context.Context, keyID string, now time.Time) (State, e
 	}
 	var err error
 	if s.Lifetime, _, err = r.cfg.Seed(ctx, keyID, time.Time{}); err != nil {
-		return State{}, fmt.Errorf("quota: seeding key %s: %w", keyID, err)
+		return State{}, fmt.Errorf("%w: key %s: %w", ErrSeed, keyID, err)
 	}
 	for _, w := range [...]struct {
 		w     *Window
 		since time.Time
 	}{{&s.Month, p.Month.Start}, {&s.Week, p.Week.Start}, {&s.Day, p.Day.Start}} {
 		if w.w.Tokens, w.w.CostMicros, err = r.cfg.Seed(ctx, keyID, w.since); err != nil {
-			return State{}, fmt.Errorf("quota: seeding key %s: %w", keyID, err)
+			return State{}, fmt.Errorf("%w: key %s: %w", ErrSeed, keyID, err)
 		}
 	}
 	return s, nil

@@ -126,10 +126,13 @@ func (i *Invalidator) Run(ctx context.Context, onInvalidate func(id string), onR
 	if onInvalidate == nil {
 		return errors.New("redis: Invalidator.Run needs onInvalidate")
 	}
+	if ctx.Err() != nil {
+		return nil
+	}
 	ps := i.client.Subscribe(ctx, i.channel)
-	// Subscribe reports a failure only through the first message it
-	// cannot deliver; a Ping tells at once whether the subscription is
-	// live, so that the first confirmation can be told from a resubscribe.
+	// Subscribe drops its error (go-redis retries when receiving); a
+	// Ping tells at once whether the subscription is live, so that the
+	// first confirmation can be told from a resubscription.
 	lost := ps.Ping(ctx) != nil
 	if lost {
 		i.log.Warn("key invalidation: Redis unreachable; subscribing when it is back", "channel", i.channel)

@@ -1,7 +1,3 @@
-// Package redis implements the relay's shared state on Redis, for relays
-// that run as several instances: the quota limiter (atomic Lua scripts:
-// RPM and TPM windows, token and cost reservations with a TTL,
-// concurrency leases).
 package redis
 
 import (
