@@ -74,6 +74,14 @@ type Config struct {
 	AdminTokenTTL time.Duration
 	// BcryptCost is the cost of new key hashes. Zero means 10.
 	BcryptCost int
+	// KeyEvents, when set, carries key changes between relay instances
+	// (storage/redis.Invalidator): a key disabled, deleted or rotated on
+	// one instance stops working on the others at once. Without it each
+	// instance notices within a second by rechecking the store.
+	KeyEvents KeyEvents
+	// AdminRevoker keeps logged-out admin tokens; nil means in memory (one
+	// instance). storage/redis.Revoker shares them between instances.
+	AdminRevoker admin.Revoker
 
 	// Tiers defines the limits of each key tier (token budgets, cost
 	// budgets, RPM, TPM, concurrency); a key's own overrides and its
@@ -117,6 +125,17 @@ type Config struct {
 	Now func() time.Time
 }
 
+// KeyEvents is how instances tell each other about key changes.
+// *storage/redis.Invalidator implements it.
+type KeyEvents interface {
+	// OnChange announces that this instance changed a key. It must not
+	// block for long.
+	OnChange(id string)
+	// Run delivers other instances' announcements until ctx ends, calling
+	// onResync when announcements may have been missed.
+	Run(ctx context.Context, onInvalidate func(id string), onResync func()) error
+}
+
 // Relay is a Claude API relay: it serves the Anthropic API to holders of
 // relay keys by forwarding to the real API with the real key. Create it
 // with New; it is safe for concurrent use; Close it when done.
@@ -139,8 +158,9 @@ type Relay struct {
 	bufs     sync.Pool
 
 	// closing refuses new work; inflight counts requests being served.
-	closing  atomic.Bool
-	inflight sync.WaitGroup
+	closing    atomic.Bool
+	inflight   sync.WaitGroup
+	background sync.WaitGroup // goroutines that end with stopCtx
 	// stopCtx is cancelled when Close gives up waiting, ending streams.
 	stopCtx  context.Context
 	stopAll  context.CancelFunc
@@ -221,7 +241,11 @@ func New(cfg Config) (_ *Relay, err error) {
 	if len(secret) == 0 {
 		secret = randomSecret()
 	}
-	if rl.keys, err = keys.NewService(keys.Config{Store: cfg.Keys, Secret: derive(secret, "relay/keys/cache"), BcryptCost: cfg.BcryptCost, Logger: rl.log, Now: cfg.Now}); err != nil {
+	kcfg := keys.Config{Store: cfg.Keys, Secret: derive(secret, "relay/keys/cache"), BcryptCost: cfg.BcryptCost, Logger: rl.log, Now: cfg.Now}
+	if cfg.KeyEvents != nil {
+		kcfg.OnChange = cfg.KeyEvents.OnChange
+	}
+	if rl.keys, err = keys.NewService(kcfg); err != nil {
 		return nil, fmt.Errorf("relay: %w", err)
 	}
 	if rl.recorder, err = usage.NewRecorder(usage.RecorderConfig{Store: cfg.Usage, Logger: rl.log}); err != nil {
@@ -232,6 +256,7 @@ func New(cfg Config) (_ *Relay, err error) {
 		ah, err = admin.New(admin.Config{
 			Keys: rl.keys, Username: cfg.AdminUsername, Password: cfg.AdminPassword, PasswordHash: cfg.AdminPasswordHash,
 			Secret: derive(secret, "relay/admin/jwt"), TokenTTL: cfg.AdminTokenTTL, Now: cfg.Now, Logger: rl.log,
+			Revoker: cfg.AdminRevoker,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("relay: admin: %w", err)
@@ -260,6 +285,15 @@ func New(cfg Config) (_ *Relay, err error) {
 		rl.pricing = usage.DefaultPricing()
 	}
 	rl.stopCtx, rl.stopAll = context.WithCancel(context.Background())
+	if cfg.KeyEvents != nil {
+		rl.background.Add(1)
+		go func() {
+			defer rl.background.Done()
+			if err := cfg.KeyEvents.Run(rl.stopCtx, rl.keys.Invalidate, rl.keys.InvalidateAll); err != nil {
+				rl.log.Error("key change notices stopped", "error", err)
+			}
+		}()
+	}
 	rl.bufs.New = func() any { b := make([]byte, 32<<10); return &b }
 	return rl, nil
 }
@@ -374,6 +408,7 @@ func (rl *Relay) Close(ctx context.Context) error {
 		rl.closeErr = errors.Join(rl.recorder.Close(wctx), rl.keys.Close(wctx))
 		rl.pool.Close()
 		rl.stopAll()
+		rl.background.Wait()
 	})
 	return rl.closeErr
 }
