@@ -10,6 +10,7 @@
 //	standalone migrate down [N]  roll back N migrations (default 1)
 //	standalone migrate status  list migrations and whether each is applied
 //	standalone migrate create NAME  write a new numbered up/down pair
+//	standalone config check    validate the configuration without starting; secrets never printed
 //	standalone healthcheck     exit 0 when the server on LISTEN_ADDR answers /health (for Docker)
 package main
 
@@ -44,6 +45,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			return runMigrate(ctx, args[1:], getenv, stdout)
 		case "healthcheck":
 			return healthcheck(ctx, getenv)
+		case "config":
+			if len(args) != 2 || args[1] != "check" {
+				return fmt.Errorf("usage: standalone config check")
+			}
+			return configCheck(ctx, getenv, stdout)
 		case "help", "-h", "--help":
 			fmt.Fprint(stdout, usageText)
 			return nil
@@ -57,7 +63,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	return serve(ctx, getenv, stdout, stderr)
 }
 
-const usageText = `usage: standalone [serve | migrate up | migrate down [N] | migrate status | migrate create NAME | healthcheck]
+const usageText = `usage: standalone [serve | migrate up | migrate down [N] | migrate status | migrate create NAME | config check | healthcheck]
 
 Configuration is read from the environment; see examples/standalone/.env.example.
 `

@@ -18,6 +18,7 @@ import (
 	"github.com/anthropics/anthropic-sdk-go/v2"
 	"github.com/anthropics/anthropic-sdk-go/v2/option"
 
+	"github.com/relaystation/relay/internal/testenv"
 	"github.com/relaystation/relay/storage/sqlite"
 	"github.com/relaystation/relay/upstream/upstreamtest"
 	"github.com/relaystation/relay/usage"
@@ -274,5 +275,73 @@ func TestMigrateCommands(t *testing.T) {
 	}
 	if err := run(context.Background(), []string{"migrate", "down", "x"}, env, io.Discard, io.Discard); err == nil {
 		t.Error("migrate down x was accepted")
+	}
+}
+
+// TestPostgresAndRedis runs the server as production does: Postgres for
+// keys and usage, Redis for limits, key changes and logouts.
+func TestPostgresAndRedis(t *testing.T) {
+	dsn := testenv.Postgres(t)
+	redisURL, prefix := testenv.Redis(t)
+	fake := upstreamtest.New(upstreamtest.Config{APIKey: "sk-ant-real"})
+	defer fake.Close()
+	base := map[string]string{
+		"UPSTREAM_API_KEY": "sk-ant-real", "UPSTREAM_BASE_URL": fake.URL, "RELAY_DATA_DIR": t.TempDir(),
+		"DATABASE_URL": dsn, "REDIS_URL": redisURL, "REDIS_PREFIX": prefix, "ADMIN_PASSWORD": "pw-for-tests",
+		"SECRET_KEY": "0123456789abcdef0123456789abcdef",
+	}
+
+	// With auto-migration off, a fresh database is refused with the command to run.
+	off := map[string]string{"RELAY_AUTO_MIGRATE": "false"}
+	for k, v := range base {
+		off[k] = v
+	}
+	err := run(context.Background(), nil, envOf(off), io.Discard, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "migrate up") {
+		t.Fatalf("pending migrations: %v", err)
+	}
+	var out bytes.Buffer
+	if err := run(context.Background(), []string{"migrate", "up"}, envOf(base), &out, io.Discard); err != nil || !strings.Contains(out.String(), "applied") {
+		t.Fatalf("migrate up: %v %s", err, out.String())
+	}
+
+	s := start(t, off)
+	url := "http://" + s.addr
+	req, _ := http.NewRequest("POST", url+"/admin/login", nil)
+	req.SetBasicAuth("admin", "pw-for-tests")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var login struct {
+		AccessToken string `json:"access_token"`
+	}
+	_ = json.NewDecoder(resp.Body).Decode(&login)
+	resp.Body.Close()
+	status, body := do(t, "POST", url+"/admin/api-keys", map[string]any{"name": "pg", "token_limit": 1000000}, "Authorization", "Bearer "+login.AccessToken)
+	var created struct {
+		ID, Key string
+	}
+	if err := json.Unmarshal(body, &created); err != nil || status != 201 {
+		t.Fatalf("create: %d %s", status, body)
+	}
+	status, body = do(t, "POST", url+"/v1/messages", map[string]any{"model": "claude-sonnet-4-5", "max_tokens": 100, "messages": []any{}}, "x-api-key", created.Key)
+	if status != 200 {
+		t.Fatalf("message: %d %s", status, body)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		status, body = do(t, "GET", url+"/v1/usage", nil, "x-api-key", created.Key)
+		if strings.Contains(string(body), `"requests":1`) || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if status != 200 || !strings.Contains(string(body), `"requests":1`) {
+		t.Fatalf("usage: %d %s", status, body)
+	}
+	s.stop(t)
+	if strings.Contains(s.stderr.String(), "pw-for-tests") || strings.Contains(s.stderr.String(), created.Key) {
+		t.Error("a secret reached the log")
 	}
 }

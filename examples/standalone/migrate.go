@@ -6,41 +6,43 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"strconv"
 
 	"github.com/relaystation/relay/internal/migrate"
-	"github.com/relaystation/relay/storage/sqlite"
 )
 
 // runMigrate is `standalone migrate …`, the counterpart of the original
 // design's `alembic upgrade head`, `alembic downgrade -1` and
-// `alembic revision`.
+// `alembic revision`, for the store DATABASE_URL names (SQLite by default).
 func runMigrate(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
 	if len(args) == 0 {
 		return errors.New("usage: migrate up | down [N] | status | create NAME")
+	}
+	c, err := migrateConfig(getenv)
+	if err != nil {
+		return err
 	}
 	if args[0] == "create" {
 		if len(args) != 2 {
 			return errors.New("usage: migrate create NAME")
 		}
-		up, down, err := migrate.Create(filepath.FromSlash(sqlite.MigrationsDir), args[1])
+		dir, err := c.migrationsDir()
+		if err != nil {
+			return err
+		}
+		up, down, err := migrate.Create(dir, args[1])
 		if err != nil {
 			return err
 		}
 		fmt.Fprintf(stdout, "created %s\ncreated %s\n", up, down)
 		return nil
 	}
-	c, err := loadMigrateConfig(getenv)
+	st, err := openStore(ctx, &c, false)
 	if err != nil {
 		return err
 	}
-	store, err := openStore(ctx, c, false)
-	if err != nil {
-		return err
-	}
-	defer store.Close()
-	m := store.Migrator()
+	defer st.Close()
+	m := st.Migrator()
 	switch args[0] {
 	case "up":
 		done, err := m.Up(ctx)
@@ -82,13 +84,17 @@ func runMigrate(ctx context.Context, args []string, getenv func(string) string, 
 	return fmt.Errorf("migrate: unknown subcommand %q (want up, down, status or create)", args[0])
 }
 
-// loadMigrateConfig reads only what migrations need: no upstream key.
-func loadMigrateConfig(getenv func(string) string) (config, error) {
-	c := config{DatabaseURL: getenv("DATABASE_URL"), DataDir: getenv("RELAY_DATA_DIR")}
-	if c.DataDir == "" {
-		c.DataDir = "./data"
+// migrateConfig reads only what migrations need (the store's location):
+// no upstream key is required to migrate.
+func migrateConfig(getenv func(string) string) (config, error) {
+	c, err := readConfigFile(getenv)
+	if v := getenv("DATABASE_URL"); v != "" {
+		c.DatabaseURL = v
 	}
-	return c, nil
+	if v := getenv("RELAY_DATA_DIR"); v != "" {
+		c.DataDir = v
+	}
+	return c, err
 }
 
 func ensureDir(dir string) error {

@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -18,13 +17,11 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/relaystation/relay"
-	"github.com/relaystation/relay/storage/sqlite"
+	"github.com/relaystation/relay/quota"
+	redisstore "github.com/relaystation/relay/storage/redis"
 )
 
-// shutdownGrace is how long running streams may finish after SIGTERM.
-const shutdownGrace = 30 * time.Second
-
-func newLogger(c config, w io.Writer) *slog.Logger {
+func newLogger(c *config, w io.Writer) *slog.Logger {
 	opts := &slog.HandlerOptions{Level: c.LogLevel}
 	if c.LogFormat == "json" {
 		return slog.New(slog.NewJSONHandler(w, opts))
@@ -32,34 +29,12 @@ func newLogger(c config, w io.Writer) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, opts))
 }
 
-// openStore opens the SQLite store named by DATABASE_URL (sqlite:PATH or
-// sqlite://PATH) or, by default, RELAY_DATA_DIR/relay.db.
-func openStore(ctx context.Context, c config, migrate bool) (*sqlite.Store, error) {
-	path := filepath.Join(c.DataDir, "relay.db")
-	if u := c.DatabaseURL; u != "" {
-		switch {
-		case strings.HasPrefix(u, "sqlite://"):
-			path = strings.TrimPrefix(u, "sqlite://")
-		case strings.HasPrefix(u, "sqlite:"):
-			path = strings.TrimPrefix(u, "sqlite:")
-		case strings.HasPrefix(u, "postgres://"), strings.HasPrefix(u, "postgresql://"):
-			return nil, errors.New("DATABASE_URL: this build stores data in SQLite only; unset DATABASE_URL (or use sqlite:PATH) until Postgres support lands")
-		default:
-			return nil, fmt.Errorf("DATABASE_URL: unrecognised scheme in %q (want sqlite:PATH)", redactURL(u))
-		}
-	}
-	if err := ensureDir(filepath.Dir(path)); err != nil {
-		return nil, err
-	}
-	return sqlite.OpenWith(ctx, path, sqlite.Options{NoMigrate: !migrate})
-}
-
 func serve(ctx context.Context, getenv func(string) string, stdout, stderr io.Writer) error {
 	c, err := loadConfig(getenv)
 	if err != nil {
 		return err
 	}
-	log := newLogger(c, stderr)
+	log := newLogger(&c, stderr)
 	if err := ensureDir(c.DataDir); err != nil {
 		return err
 	}
@@ -78,32 +53,65 @@ func serve(ctx context.Context, getenv func(string) string, stdout, stderr io.Wr
 		// Printed once, to stdout rather than the log, and never stored.
 		fmt.Fprintf(stdout, "\nFirst run: generated the admin password (shown only now; set ADMIN_PASSWORD to choose your own):\n\n    %s:%s\n\n", c.AdminUsername, generated)
 	}
-	if c.RedisURL != "" {
-		log.Warn("REDIS_URL is set, but this build keeps rate-limit state in process; it is ignored")
-	}
 
-	store, err := openStore(ctx, c, true)
+	st, err := openStore(ctx, &c, c.AutoMigrate)
 	if err != nil {
 		return err
 	}
-	defer store.Close()
+	defer st.Close()
+	if !c.AutoMigrate {
+		if err := requireMigrated(ctx, st); err != nil {
+			return err
+		}
+	}
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	rl, err := relay.New(relay.Config{
-		UpstreamURL:        c.UpstreamBaseURL,
-		UpstreamCredential: c.UpstreamAPIKey,
-		UpstreamBearer:     c.UpstreamBearer,
-		Keys:               store,
-		Usage:              store,
-		Secret:             secret,
-		AdminUsername:      c.AdminUsername,
-		AdminPassword:      pw,
-		AdminPasswordHash:  pwHash,
-		PublicURL:          c.PublicURL,
-		Logger:             log,
-		Registerer:         reg,
-	})
+	loc, _ := c.location() // validated
+	qcfg := quota.Config{
+		Location: loc, OutputCap: c.Quota.OutputCap, Counted: c.Quota.Counted, RateCounted: c.Quota.RateCounted,
+		Seed: relay.SeedFromUsage(st, c.Quota.Counted),
+	}
+	rcfg := relay.Config{
+		Upstreams: c.upstreams(), Retry: c.Retry, Cooldown: c.Cooldown,
+		Keys: st, Usage: st,
+		Secret: secret, AdminUsername: c.AdminUsername, AdminPassword: pw, AdminPasswordHash: pwHash,
+		AdminTokenTTL: c.AdminTokenTTL, BcryptCost: c.BcryptCost,
+		Tiers: c.Tiers, Quota: qcfg, NoLimitHeaders: c.NoLimitHeaders, Pricing: c.pricing(),
+		MaxBodyBytes: c.MaxBodyBytes, PublicURL: c.PublicURL,
+		Logger: log, Registerer: reg,
+	}
+
+	var redisDone func(context.Context)
+	if c.RedisURL != "" {
+		rc, err := openRedis(ctx, &c, log)
+		if err != nil {
+			return err
+		}
+		inv := redisstore.NewInvalidator(rc, c.RedisPrefix, log)
+		degraded := prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: "relay", Name: "limiter_degraded",
+			Help: "1 while Redis is unreachable and limits are enforced in process (or refused, fail-closed).",
+		})
+		reg.MustRegister(degraded)
+		rcfg.Limiter = quota.NewFailover(
+			redisstore.NewLimiter(rc, qcfg, redisstore.LimiterOptions{Prefix: c.RedisPrefix + "quota:"}),
+			quota.NewMemory(qcfg),
+			quota.FailoverConfig{FailClosed: c.Quota.FailClosed, Logger: log, OnTransition: func(d bool) {
+				if d {
+					degraded.Set(1)
+				} else {
+					degraded.Set(0)
+				}
+			}},
+		)
+		rcfg.KeyEvents = inv
+		rcfg.AdminRevoker = redisstore.NewRevoker(rc, c.RedisPrefix)
+		redisDone = func(ctx context.Context) { _ = inv.Close(ctx); _ = rc.Close() }
+		log.Info("using Redis for limits, key changes and admin logouts", "redis", redisstore.RedactURL(c.RedisURL))
+	}
+
+	rl, err := relay.New(rcfg)
 	if err != nil {
 		return err
 	}
@@ -117,6 +125,7 @@ func serve(ctx context.Context, getenv func(string) string, stdout, stderr io.Wr
 		IdleTimeout:       120 * time.Second,
 		MaxHeaderBytes:    1 << 20,
 		// No WriteTimeout: a stream lasts as long as the model writes.
+		// Body reads have their own deadline (relay.Config.BodyReadTimeout).
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	ln, err := net.Listen("tcp", c.ListenAddr)
@@ -124,7 +133,8 @@ func serve(ctx context.Context, getenv func(string) string, stdout, stderr io.Wr
 		_ = rl.Close(context.Background())
 		return err
 	}
-	log.Info("relay listening", "addr", ln.Addr().String(), "upstream", c.UpstreamBaseURL, "data_dir", c.DataDir)
+	kind, _, _ := c.backend()
+	log.Info("relay listening", "addr", ln.Addr().String(), "store", kind, "upstreams", len(rcfg.Upstreams), "data_dir", c.DataDir)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 
@@ -134,26 +144,20 @@ func serve(ctx context.Context, getenv func(string) string, stdout, stderr io.Wr
 		return err
 	case <-ctx.Done():
 	}
-	log.Info("shutting down: letting running requests finish", "grace", shutdownGrace)
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownGrace)
+	log.Info("shutting down: letting running requests finish", "grace", c.ShutdownGrace)
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.ShutdownGrace)
 	defer cancel()
 	// Stop accepting; Close then waits for streams (cutting them at the
 	// deadline) and writes every pending usage record.
 	go func() { _ = srv.Shutdown(sctx) }()
 	err = rl.Close(sctx)
 	_ = srv.Close()
+	if redisDone != nil {
+		redisDone(context.WithoutCancel(sctx))
+	}
 	if err != nil && !errors.Is(err, context.DeadlineExceeded) {
 		return err
 	}
 	log.Info("stopped")
 	return nil
-}
-
-func redactURL(s string) string {
-	if i := strings.Index(s, "@"); i >= 0 {
-		if j := strings.Index(s, "://"); j >= 0 && j < i {
-			return s[:j+3] + "…@" + s[i+1:]
-		}
-	}
-	return s
 }
