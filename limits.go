@@ -2,6 +2,7 @@ package relay
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"time"
 
@@ -61,6 +62,12 @@ func (rl *Relay) reserve(ctx context.Context, k *keys.Key, model string, body []
 		KeyID: k.ID, Limits: limits, InputEstimate: est, MaxTokens: maxTokens, CostEstimateMicros: quota.Micros(cost),
 	})
 	if e := quota.APIError(err); e != nil {
+		var ref *quota.Refusal
+		if errors.As(err, &ref) {
+			rl.metrics.refused(ref.Reason.String(), ref.Budget)
+		} else {
+			rl.metrics.refused("unavailable", "")
+		}
 		return res, e
 	}
 	if err != nil {

@@ -289,6 +289,10 @@ func (rl *Relay) forward(w http.ResponseWriter, r *http.Request, info *middlewar
 	if a != nil && a.reserved && stream {
 		defer rl.renewWhileStreaming(a.res)()
 	}
+	if stream {
+		rl.metrics.streamStarted()
+		defer rl.metrics.streamEnded()
+	}
 
 	if !billable && !stream && isBatchPath(r.URL.Path) && isJSON(resp.Header) {
 		rl.relayRewritten(w, r, resp, res.BaseURL)
@@ -449,7 +453,7 @@ func (rl *Relay) record(a *attempt, info *middleware.Info) {
 		rl.settleQuota(context.Background(), a.res, &a.rec)
 		a.reserved = false
 	}
-	rl.metrics.observe(&a.rec)
+	rl.metrics.record(&a.rec, rl.modelLabel(a.rec.Model))
 	if err := rl.recorder.Record(a.rec); err != nil {
 		rl.log.Error("usage record dropped", "request_id", a.rec.RequestID, "key_id", a.rec.KeyID, "error", err)
 	}

@@ -106,6 +106,11 @@ type Config struct {
 
 	// MaxBodyBytes bounds request bodies. Zero means 32 MiB, as upstream.
 	MaxBodyBytes int64
+	// SpoolDir is where usage records wait on disk while the usage store
+	// is down or slow, and are replayed from when it is back. Empty means
+	// no spool: records then wait in memory (bounded), and a long outage
+	// can drop some. The standalone server uses RELAY_DATA_DIR/spool.
+	SpoolDir string
 	// BodyReadTimeout bounds the time to read a request body, so a client
 	// that sends slowly cannot hold a connection and a buffer forever.
 	// Zero means 2 minutes (enough for 32 MiB over a slow link).
@@ -224,12 +229,11 @@ func New(cfg Config) (_ *Relay, err error) {
 			}
 		}
 	}()
-	if rl.metrics, err = newMetrics(cfg.Registerer); err != nil {
-		return nil, fmt.Errorf("relay: metrics: %w", err)
-	}
 	rl.pool, err = upstream.NewPool(upstream.PoolConfig{
 		Upstreams: ups, Retry: cfg.Retry, Cooldown: cfg.Cooldown,
 		Transport: cfg.Transport, Logger: rl.log, Now: cfg.Now,
+		// Events arrive only once requests are served, after New returned.
+		OnEvent: func(e upstream.Event) { rl.metrics.upstreamEvent(e) },
 	})
 	if err != nil {
 		return nil, fmt.Errorf("relay: %w", err)
@@ -248,7 +252,7 @@ func New(cfg Config) (_ *Relay, err error) {
 	if rl.keys, err = keys.NewService(kcfg); err != nil {
 		return nil, fmt.Errorf("relay: %w", err)
 	}
-	if rl.recorder, err = usage.NewRecorder(usage.RecorderConfig{Store: cfg.Usage, Logger: rl.log}); err != nil {
+	if rl.recorder, err = usage.NewRecorder(usage.RecorderConfig{Store: cfg.Usage, SpoolDir: cfg.SpoolDir, Logger: rl.log}); err != nil {
 		return nil, fmt.Errorf("relay: %w", err)
 	}
 	if cfg.AdminPassword != "" || len(cfg.AdminPasswordHash) > 0 {
@@ -283,6 +287,10 @@ func New(cfg Config) (_ *Relay, err error) {
 	}
 	if rl.pricing = cfg.Pricing; rl.pricing == nil {
 		rl.pricing = usage.DefaultPricing()
+	}
+	// Registered last, so a New that fails leaves nothing registered.
+	if rl.metrics, err = newMetrics(cfg.Registerer, rl.keys.Stats, rl.recorder.Stats); err != nil {
+		return nil, fmt.Errorf("relay: metrics: %w", err)
 	}
 	rl.stopCtx, rl.stopAll = context.WithCancel(context.Background())
 	if cfg.KeyEvents != nil {
@@ -324,6 +332,22 @@ func (rl *Relay) track(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		rl.inflight.Add(1)
 		defer rl.inflight.Done()
+		if rl.metrics.on {
+			sw := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
+			w = sw
+			defer func() {
+				info := middleware.InfoFrom(r.Context())
+				status, model, start := sw.status, "", rl.now()
+				if info != nil {
+					start = info.Start
+					model = rl.modelLabel(info.Model)
+					if info.Stream && r.Context().Err() != nil {
+						status = usage.StatusClientClosed
+					}
+				}
+				rl.metrics.request(routeLabel(r), status, model, rl.now().Sub(start).Seconds())
+			}()
+		}
 		if rl.closing.Load() {
 			w.Header().Set("Connection", "close")
 			apierror.Write(w, apierror.New(http.StatusServiceUnavailable, "the relay is shutting down"), middleware.RequestIDFrom(r.Context()))
@@ -347,6 +371,8 @@ func (rl *Relay) Handler() http.Handler {
 			rl.fail(w, r, apierror.New(http.StatusNotFound, "not found: "+p))
 		case p == "/health":
 			rl.serveHealth(w, r)
+		case p == "/ready":
+			rl.serveReady(w, r)
 		case p == "/v1/usage":
 			usageAPI.ServeHTTP(w, r)
 		case p == "/admin" || strings.HasPrefix(p, "/admin/"):
@@ -380,12 +406,6 @@ func (rl *Relay) adminHandler() http.Handler {
 	return rl.admin
 }
 
-func (rl *Relay) serveHealth(w http.ResponseWriter, r *http.Request) {
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	_, _ = w.Write([]byte(`{"status":"ok"}` + "\n"))
-}
-
 // Close stops taking new requests, lets running requests and streams
 // finish until ctx ends (then cuts them, recording what they used), and
 // writes every pending usage record. Close the http.Server first
@@ -412,3 +432,27 @@ func (rl *Relay) Close(ctx context.Context) error {
 	})
 	return rl.closeErr
 }
+
+// statusRecorder remembers the status for metrics; Unwrap keeps flushing
+// and deadlines reachable through http.ResponseController.
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+	wrote  bool
+}
+
+func (s *statusRecorder) WriteHeader(code int) {
+	if !s.wrote && code >= 200 {
+		s.status, s.wrote = code, true
+	}
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusRecorder) Write(p []byte) (int, error) {
+	s.wrote = true
+	return s.ResponseWriter.Write(p)
+}
+
+func (s *statusRecorder) Flush() { _ = http.NewResponseController(s.ResponseWriter).Flush() }
+
+func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/crypto/bcrypt"
@@ -75,6 +76,20 @@ type Service struct {
 	stop      chan struct{}
 	wg        sync.WaitGroup
 	closeOnce sync.Once
+
+	hits, misses, refusals atomic.Int64
+}
+
+// CacheStats counts Verify outcomes since the Service started.
+type CacheStats struct {
+	Hits     int64 // served from the verified-key cache
+	Misses   int64 // needed the store (and bcrypt)
+	Refusals int64 // answered from the cache of unknown and wrong keys
+}
+
+// Stats reports the verified-key cache's counters (for metrics).
+func (s *Service) Stats() CacheStats {
+	return CacheStats{Hits: s.hits.Load(), Misses: s.misses.Load(), Refusals: s.refusals.Load()}
 }
 
 // NewService returns a Service and starts its background writer of
@@ -179,6 +194,7 @@ func (s *Service) Verify(ctx context.Context, key string) (*Key, error) {
 	ck := s.cacheKey(key)
 	now := s.now()
 	if e, ok := s.neg.get(ck); ok && now.Before(e.expires) {
+		s.refusals.Add(1)
 		return nil, ErrInvalidKey
 	}
 	if e, ok := s.cache.get(ck); ok && now.Before(e.expires) {
@@ -190,8 +206,10 @@ func (s *Service) Verify(ctx context.Context, key string) (*Key, error) {
 		if now.Sub(e.checked) >= s.cfg.RecheckInterval {
 			s.recheck(ck, id, e.hash)
 		}
+		s.hits.Add(1)
 		return s.usable(e.key, now)
 	}
+	s.misses.Add(1)
 	// Concurrent first uses of one key share one bcrypt check. The check
 	// runs detached from any one caller's context, so a caller that gives
 	// up does not fail the others; each waits on its own context.

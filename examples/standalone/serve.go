@@ -79,6 +79,7 @@ func serve(ctx context.Context, getenv func(string) string, stdout, stderr io.Wr
 		AdminTokenTTL: c.AdminTokenTTL, BcryptCost: c.BcryptCost,
 		Tiers: c.Tiers, Quota: qcfg, NoLimitHeaders: c.NoLimitHeaders, Pricing: c.pricing(),
 		MaxBodyBytes: c.MaxBodyBytes, PublicURL: c.PublicURL,
+		SpoolDir: filepath.Join(c.DataDir, "spool"),
 		Logger: log, Registerer: reg,
 	}
 
