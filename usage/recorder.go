@@ -61,7 +61,8 @@ type RecorderConfig struct {
 	// OnStoreState, if set, is called with false when a store write fails
 	// or times out while the store was up, and with true when a write
 	// succeeds again. It is called from the Recorder's writer goroutine,
-	// once per transition, and must return quickly. The store starts up.
+	// once per transition, and must return quickly (and not call Close).
+	// The store is assumed up at start.
 	OnStoreState func(up bool)
 	// Logger; nil discards.
 	Logger *slog.Logger
@@ -359,6 +360,11 @@ type writer struct {
 	// held, nothing more is taken from the queue.
 	held   []Record
 	replay []Record // records read from the spool, not yet stored
+	// heldRejects and replayRejects count the failures of held and
+	// replay (see storeRetried).
+	heldRejects   int
+	replayRejects int
+	lastOK        bool // the last store write succeeded
 
 	up       bool
 	backoff  time.Duration
@@ -520,19 +526,20 @@ func (w *writer) flush(now time.Time) {
 // retryHeld probes the store with the held batch, and failing that tries
 // the spool again.
 func (w *writer) retryHeld() {
-	n := int64(len(w.held))
-	err := w.store(w.held)
+	before := int64(len(w.held))
+	rest, stored, err := w.storeRetried(w.held, &w.heldRejects)
+	w.r.written.Add(stored)
+	w.r.inHand.Add(-(before - int64(len(rest))))
 	if err == nil {
-		w.r.written.Add(n)
-		w.r.inHand.Add(-n)
+		w.held, w.heldRejects = nil, 0
 		w.setUp()
-		w.held = nil
 		return
 	}
+	w.held = rest
 	w.failed(err)
 	if w.toSpool(w.held) {
-		w.r.inHand.Add(-n)
-		w.held = nil
+		w.r.inHand.Add(-int64(len(w.held)))
+		w.held, w.heldRejects = nil, 0
 	}
 }
 
@@ -547,17 +554,75 @@ func (w *writer) replayOne(now time.Time) {
 			w.replayAt = now.Add(w.cfg.RetryInterval)
 			return
 		}
-		w.replay = recs
+		w.replay, w.replayRejects = recs, 0
 	}
-	err := w.store(w.replay)
+	rest, stored, err := w.storeRetried(w.replay, &w.replayRejects)
+	w.r.replayed.Add(stored)
 	if err != nil {
-		w.failed(err) // w.replay is kept and tried again first
+		w.replay = rest // tried again first
+		w.failed(err)
 		return
 	}
 	w.spool.commit()
-	w.r.replayed.Add(int64(len(w.replay)))
 	w.replay = nil
 	w.setUp()
+}
+
+// storeRetried writes a batch that is being retried (held, or replayed) and
+// returns the records not stored yet. A batch that failed twice (timeouts
+// aside) may hold a record the store refuses for what it is, one it will
+// never take, rather than for an outage; from its third try it is written
+// one record at a time (isolate), so that such a record is dropped
+// (logged, counted) instead of blocking every record behind it forever.
+// During a real outage that costs one or two single-record writes a probe.
+func (w *writer) storeRetried(recs []Record, rejects *int) ([]Record, int64, error) {
+	if *rejects >= 2 {
+		return w.isolate(recs)
+	}
+	if err := w.store(recs); err != nil {
+		if !w.busy {
+			*rejects++
+		}
+		return recs, 0, err
+	}
+	return nil, int64(len(recs)), nil
+}
+
+// isolate writes recs one at a time. A record the store refuses while it
+// takes the record after it (or, for the last one, the write just before)
+// is poison: dropped. Any other failure looks like an outage: isolate stops
+// and returns the records from the failed one on.
+func (w *writer) isolate(recs []Record) ([]Record, int64, error) {
+	var stored int64
+	prevOK := w.lastOK
+	for i := 0; i < len(recs); i++ {
+		err := w.store(recs[i : i+1])
+		if err == nil {
+			stored++
+			prevOK = true
+			continue
+		}
+		if w.busy || w.abandon {
+			return recs[i:], stored, err
+		}
+		bad := recs[i]
+		switch {
+		case i+1 < len(recs):
+			if err2 := w.store(recs[i+1 : i+2]); err2 != nil {
+				return recs[i:], stored, err2
+			}
+			stored++
+			i++
+		case !prevOK:
+			return recs[i:], stored, err
+		}
+		w.r.storeErrors.Add(1)
+		w.r.dropped.Add(1)
+		w.r.log.Error("usage record dropped: the store refuses it while it takes others",
+			"request_id", bad.RequestID, "key_id", bad.KeyID, "error", err)
+		prevOK = true
+	}
+	return nil, stored, nil
 }
 
 func (w *writer) toSpool(recs []Record) bool {
@@ -580,8 +645,10 @@ func (w *writer) store(recs []Record) error {
 	w.calls <- storeCall{ctx: ctx, recs: recs}
 	w.wtimer.Reset(w.cfg.WriteTimeout)
 	defer w.wtimer.Stop()
+	w.lastOK = false
 	select {
 	case err := <-w.results:
+		w.lastOK = err == nil
 		return err
 	case <-w.wtimer.C:
 		w.busy = true

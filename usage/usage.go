@@ -110,21 +110,40 @@ var (
 	ErrNotFound = errors.New("usage: not found")
 	// ErrInvalidCursor: a pagination cursor the store did not issue.
 	ErrInvalidCursor = errors.New("usage: invalid cursor")
+	// ErrInvalidQuery: a report query the store cannot answer, such as an
+	// unknown GroupBy.
+	ErrInvalidQuery = errors.New("usage: invalid report query")
 )
 
-// Store keeps usage records. Implementations live in storage/*.
+// Store keeps usage records, and a daily rollup of them that outlives the
+// records (see Prune). Implementations live in storage/*; they answer
+// Report with RunReport, so that every backend plans and groups reports
+// the same way.
 type Store interface {
 	// InsertRecords stores records. It is idempotent on RequestID: a record
 	// whose RequestID is already stored is skipped (the first one stored
 	// wins), so a batch may be replayed after a failure without counting
 	// anything twice. Every record must have a RequestID. Times are kept
-	// at microsecond precision, in UTC.
+	// at microsecond precision, in UTC. The daily rollup is updated in the
+	// same transaction, with the records actually inserted only.
 	InsertRecords(ctx context.Context, recs []Record) error
-	// Totals sums the records that match f.
+	// Totals sums the records that match f. It is Report with GroupNone:
+	// whole UTC days come from the rollup, the partial days at either end
+	// of f from the records.
 	Totals(ctx context.Context, f Filter) (Totals, error)
 	// ListRecords returns up to limit records matching f (limit <= 0 means
 	// 100), newest first, starting after the cursor returned by the
 	// previous call ("" for the first page). The returned cursor is "" on
 	// the last page. A cursor the store did not issue is ErrInvalidCursor.
 	ListRecords(ctx context.Context, f Filter, cursor string, limit int) ([]Record, string, error)
+	// Report sums the records matching q.Filter, grouped by q.GroupBy; see
+	// ReportQuery for which parts read the rollup and which the records.
+	// An unknown GroupBy is ErrInvalidQuery.
+	Report(ctx context.Context, q ReportQuery) (Report, error)
+	// Prune deletes the records older than the UTC midnight at or before
+	// before, and returns how many it deleted. The daily rollup is kept,
+	// so reports over whole UTC days stay exact after their records are
+	// gone. Rounding down to a midnight means only whole days are ever
+	// pruned; a record replayed after its day was pruned is counted again.
+	Prune(ctx context.Context, before time.Time) (int64, error)
 }

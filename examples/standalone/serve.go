@@ -80,7 +80,7 @@ func serve(ctx context.Context, getenv func(string) string, stdout, stderr io.Wr
 		Tiers: c.Tiers, Quota: qcfg, NoLimitHeaders: c.NoLimitHeaders, Pricing: c.pricing(),
 		MaxBodyBytes: c.MaxBodyBytes, PublicURL: c.PublicURL,
 		SpoolDir: filepath.Join(c.DataDir, "spool"),
-		Logger: log, Registerer: reg,
+		Logger:   log, Registerer: reg,
 	}
 
 	var redisDone func(context.Context)

@@ -38,6 +38,15 @@ type Store struct {
 	all     []*usage.Record
 	byKey   map[string][]*usage.Record
 	byModel map[string][]*usage.Record
+	// daily is the rollup per UTC day, key and model that Prune keeps.
+	daily map[dayKey]*usage.Totals
+}
+
+// dayKey identifies a rollup row.
+type dayKey struct {
+	day   int64 // unix microseconds of the UTC midnight
+	key   string
+	model string
 }
 
 // New returns an empty Store.
@@ -47,6 +56,7 @@ func New() *Store {
 		seen:    make(map[string]struct{}),
 		byKey:   make(map[string][]*usage.Record),
 		byModel: make(map[string][]*usage.Record),
+		daily:   make(map[dayKey]*usage.Totals),
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/base64"
 	"fmt"
+	"math"
 	"slices"
 	"sort"
 	"strconv"
@@ -15,7 +16,8 @@ import (
 )
 
 // InsertRecords stores copies of recs, skipping any RequestID already
-// stored, including one seen earlier in the same batch.
+// stored, including one seen earlier in the same batch, and adds the
+// records it stored to the daily rollup.
 func (s *Store) InsertRecords(ctx context.Context, recs []usage.Record) error {
 	if err := ctx.Err(); err != nil {
 		return err
@@ -35,8 +37,24 @@ func (s *Store) InsertRecords(ctx context.Context, recs []usage.Record) error {
 		if p.Model != "" { // Filter.Model "" means every model, so "" is never looked up
 			s.byModel[p.Model] = insertSorted(s.byModel[p.Model], p)
 		}
+		dk := dayKey{day: usage.DayOf(p.Time).UnixMicro(), key: p.KeyID, model: p.Model}
+		t := s.daily[dk]
+		if t == nil {
+			t = new(usage.Totals)
+			s.daily[dk] = t
+		}
+		addRecord(t, p)
 	}
 	return nil
+}
+
+func addRecord(t *usage.Totals, r *usage.Record) {
+	t.Requests++
+	if r.Status >= 400 {
+		t.Errors++
+	}
+	t.Usage = t.Usage.Add(r.Usage)
+	t.CostUSD += r.CostUSD
 }
 
 // insertSorted inserts r in order. Records mostly arrive in time order, so
@@ -55,28 +73,151 @@ func compareRecords(a, b *usage.Record) int {
 	return cmp.Compare(a.RequestID, b.RequestID)
 }
 
-// Totals sums the records matching f.
+// Totals sums the records matching f: whole UTC days from the daily
+// rollup, partial days from the records (see usage.ReportQuery).
 func (s *Store) Totals(ctx context.Context, f usage.Filter) (usage.Totals, error) {
+	r, err := s.Report(ctx, usage.ReportQuery{Filter: f})
+	return r.Totals, err
+}
+
+// Report answers q with usage.RunReport over the daily rollup and the
+// records.
+func (s *Store) Report(ctx context.Context, q usage.ReportQuery) (usage.Report, error) {
+	return usage.RunReport(ctx, aggregator{s}, q)
+}
+
+// Prune deletes the records before the UTC midnight at or before before;
+// the daily rollup stays. Their RequestIDs are forgotten too, as the SQL
+// stores forget them with the rows.
+func (s *Store) Prune(ctx context.Context, before time.Time) (int64, error) {
 	if err := ctx.Err(); err != nil {
-		return usage.Totals{}, err
+		return 0, err
 	}
-	s.usageMu.RLock()
-	defer s.usageMu.RUnlock()
-	var t usage.Totals
-	idx := s.index(f)
+	cut := usage.DayOf(before)
+	older := func(rs []*usage.Record) int {
+		return sort.Search(len(rs), func(i int) bool { return !rs[i].Time.Before(cut) })
+	}
+	s.usageMu.Lock()
+	defer s.usageMu.Unlock()
+	n := older(s.all)
+	if n == 0 {
+		return 0, nil
+	}
+	for _, r := range s.all[:n] {
+		delete(s.seen, r.RequestID)
+	}
+	// Delete, not reslice: the pruned records must become garbage.
+	s.all = slices.Delete(s.all, 0, n)
+	for _, m := range []map[string][]*usage.Record{s.byKey, s.byModel} {
+		for k, rs := range m {
+			if i := older(rs); i == len(rs) {
+				delete(m, k)
+			} else if i > 0 {
+				m[k] = slices.Delete(rs, 0, i)
+			}
+		}
+	}
+	return int64(n), nil
+}
+
+// aggregator answers usage.RunReport's aggregates.
+type aggregator struct{ s *Store }
+
+func (a aggregator) SumDaily(ctx context.Context, q usage.Aggregate) ([]usage.Bucket, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	a.s.usageMu.RLock()
+	defer a.s.usageMu.RUnlock()
+	from, to := int64(math.MinInt64), int64(math.MaxInt64)
+	if !q.From.IsZero() {
+		from = q.From.UnixMicro()
+	}
+	if !q.To.IsZero() {
+		to = q.To.UnixMicro()
+	}
+	b := make(buckets)
+	for k, t := range a.s.daily {
+		if k.day < from || k.day >= to || (q.KeyID != "" && k.key != q.KeyID) || (q.Model != "" && k.model != q.Model) {
+			continue
+		}
+		b.add(q, k.day, k.key, k.model, *t)
+	}
+	return b.list(), nil
+}
+
+func (a aggregator) SumRecords(ctx context.Context, q usage.Aggregate) ([]usage.Bucket, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	a.s.usageMu.RLock()
+	defer a.s.usageMu.RUnlock()
+	f := usage.Filter{KeyID: q.KeyID, Model: q.Model, From: q.From, To: q.To}
+	idx := a.s.index(f)
 	lo, hi := timeRange(idx, f)
+	b := make(buckets)
 	for _, r := range idx[lo:max(lo, hi)] {
 		if !matchRecord(r, f) {
 			continue
 		}
-		t.Requests++
-		if r.Status >= 400 {
-			t.Errors++
-		}
-		t.Usage = t.Usage.Add(r.Usage)
-		t.CostUSD += r.CostUSD
+		var t usage.Totals
+		addRecord(&t, r)
+		b.add(q, r.Time.UnixMicro(), r.KeyID, r.Model, t)
 	}
-	return t, nil
+	return b.list(), nil
+}
+
+// buckets collects an aggregate's groups.
+type buckets map[bucketKey]*usage.Bucket
+
+type bucketKey struct {
+	start int64 // ByTime: unix microseconds of the slot's start
+	group string
+}
+
+// add counts t, of a record or rollup row at micros with key and model,
+// in its group.
+func (b buckets) add(q usage.Aggregate, micros int64, key, model string, t usage.Totals) {
+	var k bucketKey
+	switch q.By {
+	case usage.ByTime:
+		slot := q.Slot.Microseconds()
+		k.start = floorDiv(micros, slot) * slot
+	case usage.ByModel:
+		k.group = model
+	case usage.ByKey:
+		k.group = key
+	}
+	bk := b[k]
+	if bk == nil {
+		bk = &usage.Bucket{Group: k.group}
+		if q.By == usage.ByTime {
+			bk.Start = time.UnixMicro(k.start).UTC()
+		}
+		b[k] = bk
+	}
+	bk.Requests += t.Requests
+	bk.Errors += t.Errors
+	bk.Usage = bk.Usage.Add(t.Usage)
+	bk.CostUSD += t.CostUSD
+}
+
+func (b buckets) list() []usage.Bucket {
+	out := make([]usage.Bucket, 0, len(b))
+	for _, bk := range b {
+		out = append(out, *bk)
+	}
+	return out
+}
+
+// floorDiv is a / b rounded down (Go's / truncates toward zero, which is
+// wrong for times before 1970).
+func floorDiv(a, b int64) int64 {
+	q := a / b
+	if a%b != 0 && (a < 0) != (b < 0) {
+		q--
+	}
+	return q
 }
 
 // ListRecords returns copies of the records matching f, newest first (ties

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/relaystation/relay/storage/storagetest"
 	"github.com/relaystation/relay/usage"
 )
 
@@ -35,4 +36,16 @@ func BenchmarkInsertRecords(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(n), "ns/record")
+}
+
+// BenchmarkReport1M loads a million records (31 days, 200 keys) through
+// InsertRecords, then measures the reports behind GET /admin/usage and
+// GET /v1/usage. Loading takes a while; -short skips it.
+func BenchmarkReport1M(b *testing.B) {
+	if testing.Short() {
+		b.Skip("loads a million records")
+	}
+	s := newStore(b)
+	storagetest.LoadBenchRecords(b, s, 1_000_000, 10_000)
+	storagetest.BenchReports(b, s)
 }

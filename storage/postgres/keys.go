@@ -21,7 +21,7 @@ import (
 const defaultLimit = 100
 
 const keyColumns = `id, name, hash, hint, prev_hash, prev_expires_at, token_limit, tier,
-	allowed_models, expires_at, enabled, metadata, created_at, updated_at, last_used_at, deleted_at`
+	allowed_models, expires_at, enabled, metadata, created_at, updated_at, last_used_at, deleted_at, limits`
 
 // CreateKey stores k. keys.ErrConflict if the id exists.
 func (s *Store) CreateKey(ctx context.Context, k *keys.Key) error {
@@ -33,7 +33,7 @@ func (s *Store) CreateKey(ctx context.Context, k *keys.Key) error {
 	// an error, so the transaction (and the log) stays clean and no
 	// SQLSTATE needs decoding.
 	tag, err := s.pool.Exec(ctx, `INSERT INTO api_keys (`+keyColumns+`)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
 		ON CONFLICT (id) DO NOTHING`, args...)
 	if err != nil {
 		return fmt.Errorf("postgres: create key %s: %w", k.ID, err)
@@ -124,7 +124,7 @@ func (s *Store) UpdateKey(ctx context.Context, k *keys.Key) error {
 	tag, err := s.pool.Exec(ctx, `UPDATE api_keys SET
 		name = $2, hash = $3, hint = $4, prev_hash = $5, prev_expires_at = $6, token_limit = $7,
 		tier = $8, allowed_models = $9, expires_at = $10, enabled = $11, metadata = $12,
-		created_at = $13, updated_at = $14, last_used_at = $15, deleted_at = $16
+		created_at = $13, updated_at = $14, last_used_at = $15, deleted_at = $16, limits = $17
 		WHERE id = $1`, args...)
 	if err != nil {
 		return fmt.Errorf("postgres: update key %s: %w", k.ID, err)
@@ -173,10 +173,14 @@ func keyArgs(k *keys.Key) ([]any, error) {
 	if err != nil {
 		return nil, fmt.Errorf("metadata: %w", err)
 	}
+	limits, err := jsonOrNull(len(k.Limits) == 0, k.Limits)
+	if err != nil {
+		return nil, fmt.Errorf("limits: %w", err)
+	}
 	return []any{
 		k.ID, k.Name, bytesOrNull(k.Hash), k.Hint, bytesOrNull(k.PrevHash), dbTimePtr(k.PrevExpiresAt),
 		k.TokenLimit, k.Tier, models, dbTimePtr(k.ExpiresAt), k.Enabled, meta,
-		dbTime(k.CreatedAt), dbTime(k.UpdatedAt), dbTimePtr(k.LastUsedAt), dbTimePtr(k.DeletedAt),
+		dbTime(k.CreatedAt), dbTime(k.UpdatedAt), dbTimePtr(k.LastUsedAt), dbTimePtr(k.DeletedAt), limits,
 	}, nil
 }
 
@@ -184,10 +188,10 @@ func scanKey(row pgx.Row) (*keys.Key, error) {
 	var (
 		k                               keys.Key
 		prevExp, exp, lastUsed, deleted *time.Time
-		models, meta                    []byte
+		models, meta, limits            []byte
 	)
 	err := row.Scan(&k.ID, &k.Name, &k.Hash, &k.Hint, &k.PrevHash, &prevExp, &k.TokenLimit, &k.Tier,
-		&models, &exp, &k.Enabled, &meta, &k.CreatedAt, &k.UpdatedAt, &lastUsed, &deleted)
+		&models, &exp, &k.Enabled, &meta, &k.CreatedAt, &k.UpdatedAt, &lastUsed, &deleted, &limits)
 	if err != nil {
 		return nil, err
 	}
@@ -199,6 +203,11 @@ func scanKey(row pgx.Row) (*keys.Key, error) {
 	if meta != nil {
 		if err := json.Unmarshal(meta, &k.Metadata); err != nil {
 			return nil, fmt.Errorf("key %s: metadata: %w", k.ID, err)
+		}
+	}
+	if limits != nil {
+		if err := json.Unmarshal(limits, &k.Limits); err != nil {
+			return nil, fmt.Errorf("key %s: limits: %w", k.ID, err)
 		}
 	}
 	k.PrevExpiresAt = fromDBPtr(prevExp)

@@ -15,7 +15,7 @@ import (
 )
 
 const keyColumns = `id, name, hash, hint, prev_hash, prev_expires_at, token_limit, tier,
-	allowed_models, expires_at, enabled, metadata, created_at, updated_at, last_used_at, deleted_at`
+	allowed_models, expires_at, enabled, metadata, created_at, updated_at, last_used_at, deleted_at, limits`
 
 // CreateKey stores k. keys.ErrConflict if the id exists.
 func (s *Store) CreateKey(ctx context.Context, k *keys.Key) error {
@@ -26,7 +26,7 @@ func (s *Store) CreateKey(ctx context.Context, k *keys.Key) error {
 	// ON CONFLICT DO NOTHING plus a row count reports a duplicate without
 	// decoding driver-specific constraint errors.
 	res, err := s.write.ExecContext(ctx, `INSERT INTO api_keys (`+keyColumns+`)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT (id) DO NOTHING`, args...)
 	if err != nil {
 		return fmt.Errorf("sqlite: create key %s: %w", k.ID, err)
@@ -110,7 +110,7 @@ func (s *Store) UpdateKey(ctx context.Context, k *keys.Key) error {
 	res, err := s.write.ExecContext(ctx, `UPDATE api_keys SET
 		name = ?2, hash = ?3, hint = ?4, prev_hash = ?5, prev_expires_at = ?6, token_limit = ?7,
 		tier = ?8, allowed_models = ?9, expires_at = ?10, enabled = ?11, metadata = ?12,
-		created_at = ?13, updated_at = ?14, last_used_at = ?15, deleted_at = ?16
+		created_at = ?13, updated_at = ?14, last_used_at = ?15, deleted_at = ?16, limits = ?17
 		WHERE id = ?1`, args...)
 	if err != nil {
 		return fmt.Errorf("sqlite: update key %s: %w", k.ID, err)
@@ -163,10 +163,14 @@ func keyArgs(k *keys.Key) ([]any, error) {
 	if err != nil {
 		return nil, err
 	}
+	limits, err := jsonOrNull(len(k.Limits) == 0, k.Limits)
+	if err != nil {
+		return nil, err
+	}
 	return []any{
 		k.ID, k.Name, blobOrNull(k.Hash), k.Hint, blobOrNull(k.PrevHash), toNullMicros(k.PrevExpiresAt),
 		k.TokenLimit, k.Tier, models, toNullMicros(k.ExpiresAt), k.Enabled, meta,
-		toMicros(k.CreatedAt), toMicros(k.UpdatedAt), toNullMicros(k.LastUsedAt), toNullMicros(k.DeletedAt),
+		toMicros(k.CreatedAt), toMicros(k.UpdatedAt), toNullMicros(k.LastUsedAt), toNullMicros(k.DeletedAt), limits,
 	}, nil
 }
 
@@ -176,11 +180,11 @@ func scanKey(row scanner) (*keys.Key, error) {
 	var (
 		k                               keys.Key
 		prevExp, exp, lastUsed, deleted sql.NullInt64
-		models, meta                    sql.NullString
+		models, meta, limits            sql.NullString
 		created, updated                int64
 	)
 	err := row.Scan(&k.ID, &k.Name, &k.Hash, &k.Hint, &k.PrevHash, &prevExp, &k.TokenLimit, &k.Tier,
-		&models, &exp, &k.Enabled, &meta, &created, &updated, &lastUsed, &deleted)
+		&models, &exp, &k.Enabled, &meta, &created, &updated, &lastUsed, &deleted, &limits)
 	if err != nil {
 		return nil, err
 	}
@@ -192,6 +196,11 @@ func scanKey(row scanner) (*keys.Key, error) {
 	if meta.Valid {
 		if err := json.Unmarshal([]byte(meta.String), &k.Metadata); err != nil {
 			return nil, fmt.Errorf("key %s: metadata: %w", k.ID, err)
+		}
+	}
+	if limits.Valid {
+		if err := json.Unmarshal([]byte(limits.String), &k.Limits); err != nil {
+			return nil, fmt.Errorf("key %s: limits: %w", k.ID, err)
 		}
 	}
 	k.PrevExpiresAt = fromNullMicros(prevExp)

@@ -2,6 +2,7 @@ package sqlite_test
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -136,4 +137,56 @@ func TestMigrationsDir(t *testing.T) {
 	ms, err := migrate.Load(os.DirFS("migrations"), ".")
 	require.NoError(t, err)
 	require.NotEmpty(t, ms)
+}
+
+// TestDailyRollupBackfill: 0003 builds usage_daily from the records a
+// database already holds, with the same days and sums InsertRecords keeps.
+func TestDailyRollupBackfill(t *testing.T) {
+	ctx := context.Background()
+	s := newStore(t)
+	recs := backfillRecords()
+	require.NoError(t, s.InsertRecords(ctx, recs))
+	before := reports(t, s)
+
+	down, err := s.Migrator().Down(ctx, 1)
+	require.NoError(t, err)
+	require.Len(t, down, 1)
+	require.Equal(t, "usage_daily", down[0].Name, "the newest migration is the rollup's")
+	_, err = s.Report(ctx, usage.ReportQuery{})
+	require.Error(t, err, "no rollup table")
+	_, err = s.Migrator().Up(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, before, reports(t, s))
+}
+
+// backfillRecords spans midnights, keys, models, errors and 1969.
+func backfillRecords() []usage.Record {
+	d := time.Date(2025, 3, 1, 0, 0, 0, 0, time.UTC)
+	times := []time.Time{
+		d, d.Add(-time.Microsecond), d.Add(time.Microsecond), d.Add(13 * time.Hour), d.Add(24 * time.Hour),
+		d.Add(47 * time.Hour), time.Date(1969, 12, 31, 23, 59, 59, 999_999_000, time.UTC), time.Date(1969, 7, 20, 20, 17, 40, 0, time.UTC),
+	}
+	var recs []usage.Record
+	for i, at := range times {
+		recs = append(recs, usage.Record{
+			RequestID: fmt.Sprintf("r%02d", i), Time: at, KeyID: fmt.Sprintf("k%d", i%2), Model: []string{"a", "b", ""}[i%3],
+			Status: []int{200, 500, 399}[i%3], CostUSD: 0.25 * float64(i),
+			Usage: usage.Usage{InputTokens: int64(i), OutputTokens: 2, CacheCreationInputTokens: 3, CacheReadInputTokens: 4,
+				CacheCreation5m: 5, CacheCreation1h: 6, WebSearchRequests: 7, WebFetchRequests: 8},
+		})
+	}
+	return recs
+}
+
+// reports is every grouping of whole-day reports, which read the rollup.
+func reports(t *testing.T, s usage.Store) []usage.Report {
+	t.Helper()
+	var out []usage.Report
+	for _, g := range []usage.GroupBy{usage.GroupNone, usage.GroupDay, usage.GroupModel, usage.GroupKey} {
+		r, err := s.Report(context.Background(), usage.ReportQuery{GroupBy: g})
+		require.NoError(t, err)
+		require.Equal(t, int64(8), r.Totals.Requests)
+		out = append(out, r)
+	}
+	return out
 }

@@ -29,9 +29,39 @@ const insertRecordSQL = `INSERT INTO usage_records (` + recordColumns + `)
 	VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 	ON CONFLICT (request_id) DO NOTHING`
 
+// upsertDailySQL adds one day's counts for a key and model to the rollup.
+const upsertDailySQL = `INSERT INTO usage_daily (` + dailyColumns + `)
+	VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+	ON CONFLICT (day, key_id, model) DO UPDATE SET
+		requests = requests + excluded.requests,
+		errors = errors + excluded.errors,
+		input_tokens = input_tokens + excluded.input_tokens,
+		output_tokens = output_tokens + excluded.output_tokens,
+		cache_creation_input_tokens = cache_creation_input_tokens + excluded.cache_creation_input_tokens,
+		cache_read_input_tokens = cache_read_input_tokens + excluded.cache_read_input_tokens,
+		cache_creation_5m_input_tokens = cache_creation_5m_input_tokens + excluded.cache_creation_5m_input_tokens,
+		cache_creation_1h_input_tokens = cache_creation_1h_input_tokens + excluded.cache_creation_1h_input_tokens,
+		web_search_requests = web_search_requests + excluded.web_search_requests,
+		web_fetch_requests = web_fetch_requests + excluded.web_fetch_requests,
+		cost_usd = cost_usd + excluded.cost_usd`
+
+const dailyColumns = `day, key_id, model, requests, errors,
+	input_tokens, output_tokens, cache_creation_input_tokens, cache_read_input_tokens,
+	cache_creation_5m_input_tokens, cache_creation_1h_input_tokens, web_search_requests, web_fetch_requests,
+	cost_usd`
+
+// dayKey identifies a rollup row.
+type dayKey struct {
+	day        int64
+	key, model string
+}
+
 // InsertRecords stores recs in one transaction with one prepared statement:
 // a batch costs one commit (one WAL sync at most), not one per record, and
-// it lands whole or not at all.
+// it lands whole or not at all. The records the statement actually inserted
+// (changes() is 1; a RequestID already stored makes it 0) are summed per
+// day, key and model and added to the daily rollup in the same
+// transaction, so a replayed batch counts nowhere twice.
 func (s *Store) InsertRecords(ctx context.Context, recs []usage.Record) error {
 	if len(recs) == 0 {
 		return nil
@@ -42,17 +72,53 @@ func (s *Store) InsertRecords(ctx context.Context, recs []usage.Record) error {
 			return err
 		}
 		defer stmt.Close()
+		daily := make(map[dayKey]*usage.Totals)
 		for i := range recs {
 			r := &recs[i]
 			u := &r.Usage
-			if _, err := stmt.ExecContext(ctx,
+			res, err := stmt.ExecContext(ctx,
 				r.RequestID, toMicros(r.Time), r.KeyID, r.Upstream, r.Method, r.Path, r.Model, r.ResponseModel,
 				r.Stream, r.Status, r.ErrorType,
 				u.InputTokens, u.OutputTokens, u.CacheCreationInputTokens, u.CacheReadInputTokens,
 				u.CacheCreation5m, u.CacheCreation1h, u.WebSearchRequests, u.WebFetchRequests,
 				u.ServiceTier, r.Estimated, r.CostUSD, int64(r.Latency), int64(r.TTFT), r.ClientIP, r.UserAgent, r.SessionID,
-			); err != nil {
+			)
+			if err != nil {
 				return fmt.Errorf("record %s: %w", r.RequestID, err)
+			}
+			if n, err := res.RowsAffected(); err != nil {
+				return fmt.Errorf("record %s: %w", r.RequestID, err)
+			} else if n == 0 {
+				continue // already stored
+			}
+			k := dayKey{day: toMicros(usage.DayOf(r.Time)), key: r.KeyID, model: r.Model}
+			t := daily[k]
+			if t == nil {
+				t = new(usage.Totals)
+				daily[k] = t
+			}
+			t.Requests++
+			if r.Status >= 400 {
+				t.Errors++
+			}
+			t.Usage = t.Usage.Add(r.Usage)
+			t.CostUSD += r.CostUSD
+		}
+		if len(daily) == 0 {
+			return nil
+		}
+		up, err := tx.PrepareContext(ctx, upsertDailySQL)
+		if err != nil {
+			return err
+		}
+		defer up.Close()
+		for k, t := range daily {
+			u := &t.Usage
+			if _, err := up.ExecContext(ctx, k.day, k.key, k.model, t.Requests, t.Errors,
+				u.InputTokens, u.OutputTokens, u.CacheCreationInputTokens, u.CacheReadInputTokens,
+				u.CacheCreation5m, u.CacheCreation1h, u.WebSearchRequests, u.WebFetchRequests,
+				t.CostUSD); err != nil {
+				return fmt.Errorf("daily rollup: %w", err)
 			}
 		}
 		return nil
@@ -63,28 +129,134 @@ func (s *Store) InsertRecords(ctx context.Context, recs []usage.Record) error {
 	return nil
 }
 
-// Totals sums the records matching f in one aggregate query. Errors counts
-// status >= 400. TOTAL, unlike SUM, is a float and 0.0 on no rows; the
-// integer sums use SUM, which stays exact, under COALESCE for the empty case.
+// Totals sums the records matching f: whole UTC days from the daily
+// rollup, partial days from the records (see usage.ReportQuery).
 func (s *Store) Totals(ctx context.Context, f usage.Filter) (usage.Totals, error) {
-	w := recordWhere(f)
-	q := `SELECT COUNT(*), COALESCE(SUM(status >= 400), 0),
-		COALESCE(SUM(input_tokens), 0), COALESCE(SUM(output_tokens), 0),
-		COALESCE(SUM(cache_creation_input_tokens), 0), COALESCE(SUM(cache_read_input_tokens), 0),
-		COALESCE(SUM(cache_creation_5m_input_tokens), 0), COALESCE(SUM(cache_creation_1h_input_tokens), 0),
-		COALESCE(SUM(web_search_requests), 0), COALESCE(SUM(web_fetch_requests), 0),
-		TOTAL(cost_usd)
-		FROM usage_records` + w.sql()
-	var t usage.Totals
-	u := &t.Usage
-	err := s.read.QueryRowContext(ctx, q, w.args...).Scan(&t.Requests, &t.Errors,
-		&u.InputTokens, &u.OutputTokens, &u.CacheCreationInputTokens, &u.CacheReadInputTokens,
-		&u.CacheCreation5m, &u.CacheCreation1h, &u.WebSearchRequests, &u.WebFetchRequests,
-		&t.CostUSD)
+	r, err := s.Report(ctx, usage.ReportQuery{Filter: f})
+	return r.Totals, err
+}
+
+// Report answers q with usage.RunReport over usage_daily and
+// usage_records.
+func (s *Store) Report(ctx context.Context, q usage.ReportQuery) (usage.Report, error) {
+	r, err := usage.RunReport(ctx, aggregator{s}, q)
 	if err != nil {
-		return usage.Totals{}, fmt.Errorf("sqlite: usage totals: %w", err)
+		return usage.Report{}, fmt.Errorf("sqlite: usage report: %w", err)
 	}
-	return t, nil
+	return r, nil
+}
+
+// pruneChunk bounds one DELETE of Prune: each chunk is its own short write
+// transaction, so the Recorder's inserts are never queued behind one long
+// delete of a month of records.
+const pruneChunk = 5000
+
+// Prune deletes the records before the UTC midnight at or before before,
+// in chunks; usage_daily is untouched.
+func (s *Store) Prune(ctx context.Context, before time.Time) (int64, error) {
+	cut := toMicros(usage.DayOf(before))
+	var total int64
+	for {
+		res, err := s.write.ExecContext(ctx, `DELETE FROM usage_records WHERE rowid IN
+			(SELECT rowid FROM usage_records WHERE time < ? LIMIT ?)`, cut, pruneChunk)
+		if err != nil {
+			return total, fmt.Errorf("sqlite: prune usage records: %w", err)
+		}
+		n, err := res.RowsAffected()
+		if err != nil {
+			return total, fmt.Errorf("sqlite: prune usage records: %w", err)
+		}
+		total += n
+		if n < pruneChunk {
+			return total, nil
+		}
+	}
+}
+
+// aggregator answers usage.RunReport's aggregates with one GROUP BY query
+// each.
+type aggregator struct{ s *Store }
+
+// sumColumns are the sums both tables share, in usage.Usage order.
+const sumColumns = `COALESCE(SUM(input_tokens), 0), COALESCE(SUM(output_tokens), 0),
+	COALESCE(SUM(cache_creation_input_tokens), 0), COALESCE(SUM(cache_read_input_tokens), 0),
+	COALESCE(SUM(cache_creation_5m_input_tokens), 0), COALESCE(SUM(cache_creation_1h_input_tokens), 0),
+	COALESCE(SUM(web_search_requests), 0), COALESCE(SUM(web_fetch_requests), 0), TOTAL(cost_usd)`
+
+func (a aggregator) SumDaily(ctx context.Context, q usage.Aggregate) ([]usage.Bucket, error) {
+	var w where
+	if q.KeyID != "" {
+		w.add("key_id = ?", q.KeyID)
+	}
+	if q.Model != "" {
+		w.add("model = ?", q.Model)
+	}
+	if !q.From.IsZero() {
+		w.add("day >= ?", toMicros(q.From))
+	}
+	if !q.To.IsZero() {
+		w.add("day < ?", toMicros(q.To))
+	}
+	// ByTime over the rollup is always by day, its own column.
+	return a.sum(ctx, q.By, "day", `COALESCE(SUM(requests), 0), COALESCE(SUM(errors), 0)`, "usage_daily", w)
+}
+
+func (a aggregator) SumRecords(ctx context.Context, q usage.Aggregate) ([]usage.Bucket, error) {
+	w := recordWhere(usage.Filter{KeyID: q.KeyID, Model: q.Model, From: q.From, To: q.To})
+	var slot string
+	if q.By == usage.ByTime {
+		// The floor of time to a multiple of the slot, before 1970 too.
+		n := strconv.FormatInt(q.Slot.Microseconds(), 10)
+		slot = "time - ((time % " + n + ") + " + n + ") % " + n
+	}
+	return a.sum(ctx, q.By, slot, `COUNT(*), COALESCE(SUM(status >= 400), 0)`, "usage_records", w)
+}
+
+// sum runs one aggregate query: the group (a time in microseconds for
+// ByTime, a model or key id, nothing), then requests, errors and the sums.
+func (a aggregator) sum(ctx context.Context, by usage.Dimension, timeExpr, counts, table string, w where) ([]usage.Bucket, error) {
+	group := "NULL"
+	switch by {
+	case usage.ByTime:
+		group = timeExpr
+	case usage.ByModel:
+		group = "model"
+	case usage.ByKey:
+		group = "key_id"
+	}
+	q := `SELECT ` + group + `, ` + counts + `, ` + sumColumns + ` FROM ` + table + w.sql()
+	if by != usage.ByNothing {
+		q += ` GROUP BY 1`
+	}
+	rows, err := a.s.read.QueryContext(ctx, q, w.args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []usage.Bucket
+	for rows.Next() {
+		var (
+			b usage.Bucket
+			g any
+		)
+		u := &b.Usage
+		if err := rows.Scan(&g, &b.Requests, &b.Errors,
+			&u.InputTokens, &u.OutputTokens, &u.CacheCreationInputTokens, &u.CacheReadInputTokens,
+			&u.CacheCreation5m, &u.CacheCreation1h, &u.WebSearchRequests, &u.WebFetchRequests,
+			&b.CostUSD); err != nil {
+			return nil, err
+		}
+		switch g := g.(type) {
+		case int64:
+			b.Start = fromMicros(g)
+		case string:
+			b.Group = g
+		case []byte:
+			b.Group = string(g)
+		}
+		out = append(out, b)
+	}
+	return out, rows.Err()
 }
 
 // ListRecords returns the records matching f newest first (ties by

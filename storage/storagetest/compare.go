@@ -48,6 +48,9 @@ func normKey(k *keys.Key) *keys.Key {
 	if len(c.Metadata) == 0 {
 		c.Metadata = nil
 	}
+	if len(c.Limits) == 0 {
+		c.Limits = nil
+	}
 	return c
 }
 

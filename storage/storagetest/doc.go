@@ -19,7 +19,7 @@
 //     keeps, so every backend settles on them; UTC makes records compare
 //     and print the same whatever the host's zone.
 //   - Empty and nil are the same for slices, maps and byte slices
-//     (AllowedModels, Metadata, Hash, PrevHash): a backend may return
+//     (AllowedModels, Metadata, Limits, Hash, PrevHash): a backend may return
 //     either.
 //   - ListKeys.Name is a case-sensitive substring match (portable across
 //     engines, whose case folding differs); ids order bytewise (Postgres
@@ -37,4 +37,10 @@
 //     included; Totals.Usage.ServiceTier is "".
 //   - Filter bounds compare against the stored (microsecond) time: From is
 //     inclusive, To exclusive, exactly, even when a bound has nanoseconds.
+//   - Reports (and Totals) read the daily rollup for whole UTC days and the
+//     records for partial days; rollup and records must agree, and a
+//     replayed record must count in neither.
+//   - Prune rounds its bound down to a UTC midnight and keeps the rollup:
+//     after it, whole-day reports are unchanged, while hour reports and
+//     partial days over the pruned range find no records.
 package storagetest

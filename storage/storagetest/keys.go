@@ -35,6 +35,7 @@ func fullKey(id string) *keys.Key {
 		TokenLimit:    1_000_000_000_000,
 		Tier:          "gold",
 		AllowedModels: []string{"claude-sonnet-4-5", "claude-*-4-5*"},
+		Limits:        map[string]int64{"rpm": 60, "daily_tokens": 1<<62 + 1, "monthly_cost": 0, "tpm": -1, "ünïcode": 7}, // past 2^53, negative, zero
 		ExpiresAt:     ptr(t0.Add(365 * 24 * time.Hour)),
 		Enabled:       true,
 		Metadata:      map[string]string{"owner": "ana@example.com", "team": "ml", "ünïcode": "✓", "": "empty key"},
@@ -72,7 +73,7 @@ func testKeyRoundTrip(t *testing.T, s keys.Store) {
 		{"zero values", &keys.Key{ID: "zero00000001"}},
 		{"nil pointers, empty collections", &keys.Key{
 			ID: "empt00000001", Name: "empty", Hash: []byte{}, PrevHash: []byte{},
-			AllowedModels: []string{}, Metadata: map[string]string{},
+			AllowedModels: []string{}, Metadata: map[string]string{}, Limits: map[string]int64{},
 			CreatedAt: t0, UpdatedAt: t0,
 		}},
 		{"pointer times set, disabled, no hash", &keys.Key{
@@ -87,9 +88,10 @@ func testKeyRoundTrip(t *testing.T, s keys.Store) {
 			UpdatedAt: time.Date(2999, 1, 1, 0, 0, 0, 1000, time.Local),
 			ExpiresAt: ptr(time.Date(9999, 12, 31, 23, 59, 59, 999_999_000, time.UTC)),
 		}},
-		{"one model, one metadata entry, negative limit", &keys.Key{
+		{"one model, one metadata entry, one limit, negative limit", &keys.Key{
 			ID: "one000000001", Name: `quotes ' " and ; -- %_`, TokenLimit: -1,
 			AllowedModels: []string{"claude-opus-4-1"}, Metadata: map[string]string{"k": "v"},
+			Limits:    map[string]int64{"concurrency": 2},
 			CreatedAt: t0, UpdatedAt: t0,
 		}},
 	}
@@ -149,6 +151,8 @@ func scribble(k *keys.Key) {
 	k.AllowedModels[0] = "scribbled"
 	k.Metadata["owner"] = "scribbled"
 	k.Metadata["new"] = "scribbled"
+	k.Limits["rpm"]++
+	k.Limits["new"] = 1
 	*k.ExpiresAt = k.ExpiresAt.Add(time.Hour)
 	*k.LastUsedAt = k.LastUsedAt.Add(time.Hour)
 	*k.DeletedAt = k.DeletedAt.Add(time.Hour)
@@ -211,6 +215,7 @@ func testKeyUpdate(t *testing.T, s keys.Store) {
 			k.ExpiresAt = ptr(t1.Add(time.Hour))
 			k.Enabled = false
 			k.Metadata = map[string]string{"only": "this"}
+			k.Limits = map[string]int64{"rpm": 5}
 			k.CreatedAt = t1.Add(-time.Hour) // UpdateKey replaces; it does not protect CreatedAt
 			k.UpdatedAt = t1
 			k.LastUsedAt = ptr(t1.Add(-time.Minute))
@@ -222,6 +227,7 @@ func testKeyUpdate(t *testing.T, s keys.Store) {
 			k.AllowedModels = nil
 			k.ExpiresAt = nil
 			k.Metadata = nil
+			k.Limits = nil
 			k.LastUsedAt = nil
 			k.DeletedAt = nil // undelete
 			k.Tier = ""

@@ -30,6 +30,13 @@ func TestUsageStore(t *testing.T, newStore func(t *testing.T) usage.Store) {
 	t.Run("ListCursorSurvivesInserts", func(t *testing.T) { t.Parallel(); testCursorSurvivesInserts(t, newStore(t)) })
 	t.Run("ListBadCursor", func(t *testing.T) { t.Parallel(); testListBadCursor(t, newStore(t)) })
 	t.Run("Concurrent", func(t *testing.T) { t.Parallel(); testUsageConcurrent(t, newStore(t)) })
+	t.Run("Report", func(t *testing.T) { t.Parallel(); testReport(t, newStore(t)) })
+	t.Run("ReportZones", func(t *testing.T) { t.Parallel(); testReportZones(t, newStore(t)) })
+	t.Run("ReportPathsAgree", func(t *testing.T) { t.Parallel(); testReportPathsAgree(t, newStore(t)) })
+	t.Run("ReportEmpty", func(t *testing.T) { t.Parallel(); testReportEmpty(t, newStore(t)) })
+	t.Run("ReportInvalid", func(t *testing.T) { t.Parallel(); testReportInvalid(t, newStore(t)) })
+	t.Run("Prune", func(t *testing.T) { t.Parallel(); testPrune(t, newStore(t)) })
+	t.Run("PruneChunks", func(t *testing.T) { t.Parallel(); testPruneChunks(t, newStore(t)) })
 }
 
 // fullRecord sets every field of usage.Record.
@@ -432,7 +439,7 @@ func testListBadCursor(t *testing.T, s usage.Store) {
 	require.NoError(t, s.InsertRecords(ctx, dataset(3)))
 	for _, c := range []string{"not a cursor", "!!!", "key000000001"} {
 		_, _, err := s.ListRecords(ctx, usage.Filter{}, c, 10)
-		require.Error(t, err, "cursor %q", c)
+		require.ErrorIs(t, err, usage.ErrInvalidCursor, "cursor %q", c)
 	}
 }
 

@@ -229,9 +229,9 @@ func checks(rep *report, o options) []check {
 		cs = append(cs, check{Name: "added p50 at 1 connection ≤ 1.1 × bare", Pass: float64(rl.AddedP50) <= 1.1*float64(bp.AddedP50), Value: v})
 	}
 	// A proxy that flushes after every read still passes on two events in
-	// one write when both arrived before it got to read (its CPU was busy
-	// elsewhere); so the relay is held to the bare proxy's count, and a
-	// relay that buffers would show in most of its events.
+	// one write when both arrived before it got to read (the machine was
+	// busy for longer than the event delay); so the relay is held to the
+	// bare proxy's count. A relay that buffers shows in most of its events.
 	if rl, bp := find("paced", "relay"), find("paced", "bare"); rl != nil && bp != nil {
 		cs = append(cs, check{Name: "streaming never batches events (≤ bare)", Pass: rl.Events > 0 && rl.Coalesced <= bp.Coalesced,
 			Value: fmt.Sprintf("%d of %d events came in one read with the previous (bare: %d)", rl.Coalesced, rl.Events, bp.Coalesced)})
@@ -248,6 +248,8 @@ func checks(rep *report, o options) []check {
 		}
 		cs = append(cs, check{Name: name, Pass: pass, Value: v})
 	}
+	cs = append(cs, check{Name: "every relay request has a usage record", Pass: rep.RelayRecords == rep.RelayRequests,
+		Value: fmt.Sprintf("%d records for %d requests", rep.RelayRecords, rep.RelayRequests)})
 	var errs int64
 	for _, r := range rep.Results {
 		errs += r.Errors + r.Dropped

@@ -3,16 +3,18 @@
 //
 // It starts three server processes by re-executing itself: the fake
 // Anthropic API (upstream/upstreamtest), a bare httputil.ReverseProxy that
-// only swaps the key (the calibration point), and the relay with SQLite
-// storage, a key with a token limit and usage recording. Then it drives
-// the same load through the same client at each in turn and prints, side
-// by side, throughput, latency, errors, CPU time per request and RSS, the
-// relay's ratios to the bare proxy, and whether they meet the targets.
+// only swaps the key (the calibration point), and the relay with a key
+// that has a token limit, and usage recording: in SQLite in a temporary
+// directory (-mode embedded) or in a temporary Postgres database (-mode
+// postgres). Then it drives the same load through the same client at each
+// in turn and prints, side by side, throughput, latency, errors, CPU time
+// per request and RSS, the relay's ratios to the bare proxy, and whether
+// they meet the targets. BENCHMARKS.md at the repository root has results.
 //
 //	go run ./internal/cmd/loadtest -duration 5s -concurrency 32 -streams 1000
 //
 // Every server listens on 127.0.0.1. Phases end by time and the program by
-// itself; the servers die with it.
+// itself (its whole run has a deadline); the servers die with it.
 package main
 
 import (
@@ -73,9 +75,9 @@ func parseFlags(args []string) (options, error) {
 	fs.IntVar(&o.Concurrency, "concurrency", 32, "connections of the fixed-concurrency phases")
 	fs.IntVar(&o.Rounds, "rounds", 3, "slices each phase's -duration is cut into, the targets taking turns")
 	fs.Float64Var(&o.Rate, "rate", 0, "requests/s of the fixed-rate phase; 0 skips it")
-	fs.IntVar(&o.Streams, "streams", 1000, "streams held open at once in the RSS phase; 10000 needs `ulimit -n` above 20,100 (the relay holds two sockets per stream)")
+	fs.IntVar(&o.Streams, "streams", 1000, "streams held open at once in the RSS phase; 10000 needs an open-file limit (ulimit -n) above 20,200, as the relay holds two sockets per stream")
 	fs.IntVar(&o.Deltas, "events", 16, "text_delta events per stream (each stream has 6 more: message_start, content_block_start, ping, content_block_stop, message_delta, message_stop)")
-	fs.DurationVar(&o.EventDelay, "event-delay", 5*time.Millisecond, "the fake's delay between events in the paced stream phase")
+	fs.DurationVar(&o.EventDelay, "event-delay", 20*time.Millisecond, "the fake's delay between events in the paced stream phase (Claude streams a delta every 10 to 50 ms)")
 	fs.StringVar(&o.Mode, "mode", "embedded", "relay storage: embedded (SQLite in a temp dir) or postgres (keys and usage in a temporary database on -postgres-url)")
 	fs.StringVar(&o.PostgresURL, "postgres-url", os.Getenv("RELAY_TEST_POSTGRES_URL"), "Postgres server for -mode postgres, as a postgres:// URL whose user may create databases")
 	fs.StringVar(&o.Phases, "phases", allPhases, "comma-separated phases to run")
@@ -149,7 +151,7 @@ func run(args []string, stdout io.Writer) error {
 	has := func(p string) bool { return slices.Contains(phases, p) }
 
 	// A hard bound on the whole run, whatever happens.
-	budget := time.Duration(len(phases)*3)*(o.Duration+time.Duration(o.Rounds)*(phaseWarmup(o.Duration)+5*time.Second)) + 3*openTimeout + time.Minute
+	budget := time.Duration(len(phases)*3)*(o.Duration+time.Duration(o.Rounds)*(phaseWarmup(o.Duration)+5*time.Second)) + 3*openTimeout + 3*time.Minute
 	ctx, cancel := context.WithTimeout(context.Background(), budget)
 	defer cancel()
 	ctx, stopSignals := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
@@ -214,18 +216,20 @@ func run(args []string, stdout io.Writer) error {
 		}
 		f.stop(rep)
 	}
-	if err := ctx.Err(); err != nil {
-		log.Printf("run cut short: %v", err)
-	}
-
 	rep.Machine.LoadAfter = loadAvg()
 	rep.Checks = checks(rep, o)
 	if o.JSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
-		return enc.Encode(rep)
+		if err := enc.Encode(rep); err != nil {
+			return err
+		}
+	} else {
+		printReport(stdout, rep)
 	}
-	printReport(stdout, rep)
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("run cut short (%v): the numbers above are partial", context.Cause(ctx))
+	}
 	return nil
 }
 

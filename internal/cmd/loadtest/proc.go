@@ -40,7 +40,9 @@ func startChild(name, kind string, args ...string) (*child, error) {
 	}
 	cmd := exec.Command(self, append([]string{kind, "127.0.0.1:0"}, args...)...)
 	cmd.Stderr = os.Stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	// A process group of its own keeps a terminal's Ctrl-C from the child: the
+	// parent stops it in order, so that the relay writes its usage records.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		return nil, err

@@ -96,7 +96,9 @@ func serve(kind string, args []string) error {
 	}
 
 	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, ErrorLog: discardLog()}
+	shut := make(chan struct{})
 	go func() {
+		defer close(shut)
 		_, _ = io.Copy(io.Discard, os.Stdin) // EOF: the parent is done or gone
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
@@ -107,6 +109,7 @@ func serve(kind string, args []string) error {
 	if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
+	<-shut // Serve returns at once; Shutdown is still waiting for handlers
 	if stop != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
