@@ -7,11 +7,13 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"mime"
 	"net"
 	"net/http"
 	"path"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/relaystation/relay/internal/apierror"
@@ -101,6 +103,17 @@ func (rl *Relay) proxyHandler() http.Handler {
 	})
 }
 
+// jsonContentType accepts what the SDKs and Claude Code send
+// (application/json, with or without parameters), any +json type, and no
+// content type at all.
+func jsonContentType(ct string) bool {
+	if ct == "" {
+		return true
+	}
+	mt, _, err := mime.ParseMediaType(ct)
+	return err == nil && (mt == "application/json" || strings.HasSuffix(mt, "+json"))
+}
+
 // cleanPath reports whether the request path is canonical: no dot
 // segments, no doubled slashes, no encoded slash or backslash.
 func cleanPath(r *http.Request) bool {
@@ -184,6 +197,10 @@ type attempt struct {
 // serveModelCall relays POST /v1/messages (billable) and
 // /v1/messages/count_tokens (not billable).
 func (rl *Relay) serveModelCall(w http.ResponseWriter, r *http.Request, info *middleware.Info, billable bool) {
+	if !jsonContentType(r.Header.Get("Content-Type")) {
+		rl.fail(w, r, apierror.New(http.StatusBadRequest, "content-type: the request body must be application/json"))
+		return
+	}
 	body, e := rl.readBody(w, r)
 	if e != nil {
 		rl.fail(w, r, e)
@@ -307,10 +324,19 @@ func (rl *Relay) forward(w http.ResponseWriter, r *http.Request, info *middlewar
 		tee = new(bytes.Buffer) // a JSON answer: kept (bounded) to read its usage
 	}
 
+	// An upstream that stops sending mid-answer (no event, not even a
+	// ping, for StreamIdleTimeout) is cut rather than left to hold the
+	// client and a connection forever.
+	var idleFired atomic.Bool
+	idle := time.AfterFunc(rl.cfg.StreamIdleTimeout, func() { idleFired.Store(true); cancel() })
+	defer idle.Stop()
 	w.WriteHeader(resp.StatusCode)
-	clientGone, upErr := rl.copyBody(w, resp.Body, stream, sx, tee, a)
+	clientGone, upErr := rl.copyBody(w, resp.Body, stream, sx, tee, a, idle)
 	if r.Context().Err() != nil {
 		clientGone = true
+	}
+	if idleFired.Load() && !clientGone {
+		rl.log.Warn("upstream went silent mid-answer; cut", "request_id", info.RequestID, "upstream", res.Upstream, "idle", rl.cfg.StreamIdleTimeout)
 	}
 	if !billable {
 		outcome.Failed = upErr != nil && !clientGone
@@ -322,6 +348,8 @@ func (rl *Relay) forward(w http.ResponseWriter, r *http.Request, info *middlewar
 		a.rec.Status = usage.StatusClientClosed
 	case rl.stopCtx.Err() != nil && upErr != nil:
 		a.rec.ErrorType = "relay_shutdown"
+	case idleFired.Load():
+		a.rec.ErrorType = "upstream_idle_timeout"
 	case upErr != nil:
 		a.rec.ErrorType = "stream_interrupted"
 		rl.log.Warn("upstream response cut short", "request_id", info.RequestID, "upstream", res.Upstream, "error", upErr)
@@ -338,7 +366,7 @@ func (rl *Relay) forward(w http.ResponseWriter, r *http.Request, info *middlewar
 // read on streams (an SSE event is flushed as soon as its bytes arrive; a
 // stream is never held in memory), feeding the stream extractor, and
 // keeping at most maxTee bytes of a JSON answer.
-func (rl *Relay) copyBody(w http.ResponseWriter, body io.Reader, stream bool, sx *usage.StreamExtractor, tee *bytes.Buffer, a *attempt) (clientGone bool, upErr error) {
+func (rl *Relay) copyBody(w http.ResponseWriter, body io.Reader, stream bool, sx *usage.StreamExtractor, tee *bytes.Buffer, a *attempt, idle *time.Timer) (clientGone bool, upErr error) {
 	bp := rl.bufs.Get().(*[]byte)
 	defer rl.bufs.Put(bp)
 	buf := *bp
@@ -346,6 +374,7 @@ func (rl *Relay) copyBody(w http.ResponseWriter, body io.Reader, stream bool, sx
 	for {
 		n, err := body.Read(buf)
 		if n > 0 {
+			idle.Reset(rl.cfg.StreamIdleTimeout)
 			if a != nil && a.firstByte.IsZero() {
 				a.firstByte = rl.now()
 			}

@@ -106,6 +106,10 @@ type Config struct {
 
 	// MaxBodyBytes bounds request bodies. Zero means 32 MiB, as upstream.
 	MaxBodyBytes int64
+	// StreamIdleTimeout cuts an answer whose upstream sent nothing (not
+	// even a ping) for this long. Zero means 5 minutes; Anthropic pings
+	// streams every few seconds.
+	StreamIdleTimeout time.Duration
 	// SpoolDir is where usage records wait on disk while the usage store
 	// is down or slow, and are replayed from when it is back. Empty means
 	// no spool: records then wait in memory (bounded), and a long outage
@@ -189,6 +193,9 @@ func New(cfg Config) (_ *Relay, err error) {
 	}
 	if cfg.BodyReadTimeout <= 0 {
 		cfg.BodyReadTimeout = 2 * time.Minute
+	}
+	if cfg.StreamIdleTimeout <= 0 {
+		cfg.StreamIdleTimeout = 5 * time.Minute
 	}
 	rl := &Relay{cfg: cfg, log: cfg.Logger, now: cfg.Now, usage: cfg.Usage}
 	if rl.log == nil {

@@ -771,3 +771,68 @@ func TestConcurrencyLimit(t *testing.T) {
 		t.Errorf("after the stream ended: %d %s", a.status, a.body)
 	}
 }
+
+// TestUpstreamFaultsMidStream: the upstream cuts the connection, or goes
+// silent, after the first events; the client's stream ends, the relay
+// records what was used and marks it, and nothing is retried.
+func TestUpstreamFaultsMidStream(t *testing.T) {
+	e := newEnv(t, upstreamtest.Config{Deltas: 8}, func(c *relay.Config) { c.StreamIdleTimeout = 150 * time.Millisecond })
+	body := `{"model":"claude-sonnet-4-5","max_tokens":100,"stream":true,"messages":[{"role":"user","content":"hi"}]}`
+	e.fake.Enqueue(upstreamtest.Fault{CutAfter: 4})
+	a := e.post("/v1/messages", body, e.key)
+	if a.status != 200 || !strings.Contains(a.body, "message_start") || strings.Contains(a.body, "message_stop") {
+		t.Errorf("cut stream reached the client as %d %q", a.status, a.body)
+	}
+	e.fake.Enqueue(upstreamtest.Fault{EventDelay: time.Second})
+	start := time.Now()
+	a = e.post("/v1/messages", body, e.key)
+	if d := time.Since(start); d > 900*time.Millisecond || strings.Contains(a.body, "message_stop") {
+		t.Errorf("a silent upstream held the client %v: %q", d, a.body)
+	}
+	e.waitTotals(e.keyID, 2)
+	types := map[string]bool{}
+	for _, rec := range e.records(e.keyID) {
+		types[rec.ErrorType] = true
+		if rec.Usage.InputTokens != e.fake.ExpectedUsage().InputTokens {
+			t.Errorf("partial stream usage %+v", rec.Usage)
+		}
+	}
+	if !types["stream_interrupted"] || !types["upstream_idle_timeout"] {
+		t.Errorf("error types %v", types)
+	}
+	if n := e.fake.Stats().Requests; n != 2 {
+		t.Errorf("upstream saw %d requests: a stream cut after its first byte must not be retried", n)
+	}
+}
+
+func TestContentTypeAndCORS(t *testing.T) {
+	e := newEnv(t, upstreamtest.Config{})
+	body := `{"model":"claude-sonnet-4-5","max_tokens":1}`
+	errorShape(t, e.post("/v1/messages", body, e.key, "content-type", "text/plain"), 400, "invalid_request_error")
+	errorShape(t, e.post("/v1/messages", body, e.key, "content-type", "multipart/form-data; boundary=x"), 400, "invalid_request_error")
+	if a := e.post("/v1/messages", body, e.key, "content-type", "application/json; charset=utf-8"); a.status != 200 {
+		t.Errorf("json with charset: %d", a.status)
+	}
+	// CORS is off: no browser origin is ever allowed.
+	a := e.post("/v1/messages", body, e.key, "origin", "https://evil.example")
+	if a.header.Get("Access-Control-Allow-Origin") != "" {
+		t.Error("CORS header sent")
+	}
+	req, _ := http.NewRequest("OPTIONS", e.srv.URL+"/v1/messages", nil)
+	req.Header.Set("Origin", "https://evil.example")
+	req.Header.Set("Access-Control-Request-Method", "POST")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.Header.Get("Access-Control-Allow-Origin") != "" || resp.StatusCode < 400 {
+		t.Errorf("preflight answered %d %v", resp.StatusCode, resp.Header)
+	}
+	// The upstream key never reaches a user, in headers or bodies.
+	for _, a := range []answer{e.post("/v1/messages", body, e.key), e.get("/v1/models", e.key), e.get("/v1/usage", e.key)} {
+		if strings.Contains(a.body, upstreamKey) || strings.Contains(fmt.Sprint(a.header), upstreamKey) {
+			t.Error("the upstream key reached a user")
+		}
+	}
+}
