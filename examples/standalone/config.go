@@ -131,18 +131,26 @@ func readConfigFile(getenv func(string) string) (config, error) {
 	if err != nil {
 		return c, fmt.Errorf("RELAY_CONFIG: %w", err)
 	}
-	dec := yaml.NewDecoder(bytes.NewReader(b))
-	dec.KnownFields(true)                                             // a misspelt field is an error, not a silent default
-	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) { // io.EOF: an empty file
-		return c, fmt.Errorf("%s: %s", path, withLines(err.Error(), b))
+	if err := c.parseYAML(b); err != nil {
+		return c, fmt.Errorf("%s: %w", path, err)
 	}
 	c.file = path
 	return c, nil
 }
 
+// parseYAML sets the file's settings over c.
+func (c *config) parseYAML(b []byte) error {
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)                                            // a misspelt field is an error, not a silent default
+	if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) { // io.EOF: an empty file
+		return errors.New(withLines(err.Error(), b))
+	}
+	return nil
+}
+
 // withLines follows each "line N:" of a YAML error with the setting on that
-// line, so the error names the field and not only its line. Lines that may
-// hold a secret are not quoted.
+// line, so the error names the field and not only its line. Values are
+// never quoted: they may be secrets.
 func withLines(msg string, file []byte) string {
 	lines := strings.Split(string(file), "\n")
 	out := strings.Split(msg, "\n")
@@ -155,14 +163,14 @@ func withLines(msg string, file []byte) string {
 		if _, err := fmt.Sscanf(l[idx:], "line %d:", &n); err != nil || n < 1 || n > len(lines) {
 			continue
 		}
-		src := strings.TrimSpace(lines[n-1])
-		if key, _, ok := strings.Cut(src, ":"); ok {
-			k := strings.ToLower(key)
-			if strings.Contains(k, "credential") || strings.Contains(k, "key") || strings.Contains(k, "password") || strings.Contains(k, "url") {
-				src = key + ": …"
-			}
+		// Only the setting's name: its value (inline, on the same line)
+		// may be a credential.
+		src, _, found := strings.Cut(strings.TrimSpace(lines[n-1]), ":")
+		src = strings.TrimLeft(src, "- {[")
+		if !found || strings.ContainsAny(src, "{}[],\"'") {
+			continue
 		}
-		out[i] = l + " (at `" + src + "`)"
+		out[i] = l + " (setting `" + src + "`)"
 	}
 	return strings.Join(out, "\n")
 }
