@@ -66,12 +66,18 @@ func (c *lru) put(e cacheEntry) {
 	}
 }
 
-// setChecked records a successful comparison with the store.
-func (c *lru) setChecked(ck cacheKey, key *Key, at time.Time) {
+// setChecked records a successful comparison with the store and slides
+// the entry's expiry to until: a verified secret stays verified while its
+// hash is unchanged, so a key in use never needs bcrypt again (and never
+// meets the per-id failure budget an attacker may have used up).
+func (c *lru) setChecked(ck cacheKey, key *Key, at, until time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if e, ok := c.items[ck]; ok {
 		e.checked = at
+		if e.expires.Before(until) {
+			e.expires = until
+		}
 		if key != nil {
 			e.key = key
 		}

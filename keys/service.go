@@ -30,8 +30,9 @@ type Config struct {
 	BcryptCost int
 	// CacheSize bounds the verified-key cache. Zero means 10,000 entries.
 	CacheSize int
-	// CacheTTL is how long a verified key is served without bcrypt. Zero
-	// means 15 minutes.
+	// CacheTTL is how long a verified key is served without bcrypt after
+	// its last use (each background recheck that finds its hash unchanged
+	// extends it). Zero means 15 minutes.
 	CacheTTL time.Duration
 	// RecheckInterval is how often a cached key's record is compared with
 	// the store in the background, so that a change made by another relay
@@ -41,8 +42,14 @@ type Config struct {
 	// cache. Zero means 10 s.
 	NegativeTTL time.Duration
 	// MaxConcurrentHashes bounds concurrent bcrypt comparisons so a flood
-	// of made-up keys cannot take every core. Zero means GOMAXPROCS.
+	// of made-up keys cannot take every core. Zero means a quarter of
+	// GOMAXPROCS, at least 1.
 	MaxConcurrentHashes int
+	// MaxFailuresPerID bounds the wrong secrets checked with bcrypt for
+	// one key id per minute; past it, further unknown secrets for that id
+	// are refused without bcrypt until the minute ends. A key in use is
+	// served from the cache and never meets this limit. Zero means 10.
+	MaxFailuresPerID int
 	// TouchInterval is how often last-use times are written, coalesced.
 	// Zero means 30 s.
 	TouchInterval time.Duration
@@ -72,6 +79,10 @@ type Service struct {
 
 	recheckMu sync.Mutex
 	rechecks  map[string]bool
+
+	failMu     sync.Mutex
+	failures   map[string]int // wrong secrets per key id in the current minute
+	failWindow time.Time
 
 	stop      chan struct{}
 	wg        sync.WaitGroup
@@ -121,7 +132,10 @@ func NewService(cfg Config) (*Service, error) {
 		cfg.NegativeTTL = 10 * time.Second
 	}
 	if cfg.MaxConcurrentHashes <= 0 {
-		cfg.MaxConcurrentHashes = runtime.GOMAXPROCS(0)
+		cfg.MaxConcurrentHashes = max(1, runtime.GOMAXPROCS(0)/4)
+	}
+	if cfg.MaxFailuresPerID <= 0 {
+		cfg.MaxFailuresPerID = 10
 	}
 	if cfg.TouchInterval <= 0 {
 		cfg.TouchInterval = 30 * time.Second
@@ -136,6 +150,7 @@ func NewService(cfg Config) (*Service, error) {
 		hashSem:  make(chan struct{}, cfg.MaxConcurrentHashes),
 		touched:  make(map[string]time.Time),
 		rechecks: make(map[string]bool),
+		failures: make(map[string]int),
 		stop:     make(chan struct{}),
 	}
 	if s.now == nil {
@@ -249,6 +264,9 @@ func (s *Service) verifySlow(ctx context.Context, ck cacheKey, id, key string) (
 	if err != nil {
 		return nil, fmt.Errorf("keys: load key: %w", err)
 	}
+	if !s.mayHash(id, now) {
+		return nil, ErrInvalidKey // not cached: the real secret may come next
+	}
 	select {
 	case s.hashSem <- struct{}{}:
 	case <-ctx.Done():
@@ -262,11 +280,31 @@ func (s *Service) verifySlow(ctx context.Context, ck cacheKey, id, key string) (
 	}
 	<-s.hashSem
 	if err != nil {
+		s.failed(id, now)
 		s.neg.put(cacheEntry{ck: ck, expires: now.Add(s.cfg.NegativeTTL)})
 		return nil, ErrInvalidKey
 	}
 	s.cache.put(cacheEntry{ck: ck, key: k, hash: matched, expires: now.Add(s.cfg.CacheTTL), checked: now})
 	return k, nil
+}
+
+// mayHash reports whether a wrong-secret budget is left for id this
+// minute. Guessing secrets of a known id is thus capped at a few bcrypt
+// runs a minute, whatever the flood.
+func (s *Service) mayHash(id string, now time.Time) bool {
+	s.failMu.Lock()
+	defer s.failMu.Unlock()
+	if now.Sub(s.failWindow) >= time.Minute {
+		clear(s.failures)
+		s.failWindow = now
+	}
+	return s.failures[id] < s.cfg.MaxFailuresPerID
+}
+
+func (s *Service) failed(id string, now time.Time) {
+	s.failMu.Lock()
+	defer s.failMu.Unlock()
+	s.failures[id]++
 }
 
 // recheck compares a cached record with the store in the background: the
@@ -305,7 +343,8 @@ func (s *Service) recheck(ck cacheKey, id string, hash []byte) {
 		case !bytes.Equal(hash, k.Hash) && !bytes.Equal(hash, k.PrevHash):
 			s.cache.remove(ck) // rotated: the cached secret is no longer valid
 		default:
-			s.cache.setChecked(ck, k, s.now())
+			now := s.now()
+			s.cache.setChecked(ck, k, now, now.Add(s.cfg.CacheTTL))
 		}
 	}()
 }

@@ -85,9 +85,10 @@ type RecorderStats struct {
 	// store already had, after a crash or a write that timed out but
 	// landed: the store skips it).
 	Written int64
-	// Dropped is the records lost: refused by Record with ErrDropped, or
-	// left when Close's ctx ended with neither store nor spool to take
-	// them.
+	// Dropped is the records lost: refused by Record with ErrDropped,
+	// refused by the store for what they are (see Recorder), or left when
+	// Close's ctx ended with neither store nor spool to take them.
+	// Each is logged.
 	Dropped int64
 	// StoreErrors is the store writes that failed or timed out.
 	StoreErrors int64
@@ -113,7 +114,16 @@ type RecorderStats struct {
 //     and retries it at each probe, taking no more from the queue; once
 //     the queue is full Record waits up to MaxBlock for room, then drops
 //     the record: counted, logged (at most every 10 s) and reported as
-//     ErrDropped. This is the only way a record is lost while running.
+//     ErrDropped.
+//   - A record the store refuses for what it is rather than for an outage
+//     (it keeps failing its batch while other batches go through): after
+//     its batch failed twice, the batch is retried one record at a time,
+//     and a record refused between two accepted writes is dropped, counted
+//     and logged with its request id, so that it does not block every
+//     record behind it. (A store going down exactly between two of those
+//     single writes could drop one good record that way; it is logged.)
+//
+// Those two are the only ways a record is lost while running.
 //
 // Replay deletes a segment file only after all its records are stored;
 // the store is idempotent on RequestID, so records stored twice (after a
@@ -308,7 +318,9 @@ func (r *Recorder) Stats() RecorderStats {
 // If ctx ends first, Close stops waiting on the store (a write in flight is
 // abandoned) and spools what is left; only what the spool cannot take (no
 // spool, or spool full) is lost, counted in Dropped and reported in the
-// error, which wraps ctx's error. Close may be called more than once.
+// error, which wraps ctx's error. So with no spool and the store down, a
+// ctx without a deadline makes Close wait for the store. Close may be
+// called more than once.
 func (r *Recorder) Close(ctx context.Context) error {
 	r.closeOnce.Do(func() {
 		r.mu.Lock()

@@ -1,0 +1,2 @@
+-- 0002_key_limits (down): the overrides are lost.
+ALTER TABLE api_keys DROP COLUMN limits;

@@ -1,0 +1,4 @@
+-- 0002_key_limits: per-key limit overrides (keys.Key.Limits), as a JSON
+-- object of limit name to integer; NULL when the key overrides nothing, so
+-- "none" has one spelling, as for allowed_models and metadata.
+ALTER TABLE api_keys ADD COLUMN limits TEXT;
