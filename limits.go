@@ -133,3 +133,12 @@ func (rl *Relay) standing(ctx context.Context, k *keys.Key) (quota.Standing, err
 	}
 	return rl.limiter.Standing(ctx, k.ID, limits)
 }
+
+// adminLimits shows the relay's tiers and key standings to the admin API.
+type adminLimits struct{ rl *Relay }
+
+func (a adminLimits) Tiers() quota.Tiers { return a.rl.tiers }
+
+func (a adminLimits) Standing(ctx context.Context, k *keys.Key) (quota.Standing, error) {
+	return a.rl.standing(ctx, k)
+}

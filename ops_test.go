@@ -3,6 +3,7 @@ package relay_test
 import (
 	"context"
 	"encoding/json"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -10,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/relaystation/relay"
+	"github.com/relaystation/relay/quota"
 	"github.com/relaystation/relay/upstream/upstreamtest"
 )
 
@@ -132,4 +134,57 @@ func (e *env) adminToken() string {
 		e.t.Fatalf("login: %d", resp.StatusCode)
 	}
 	return v.AccessToken
+}
+
+// TestAdminLimits: tiers and per-key limits through the admin API, and a
+// key's standing in GET /admin/api-keys/{id}.
+func TestAdminLimits(t *testing.T) {
+	e := newEnv(t, upstreamtest.Config{}, func(c *relay.Config) {
+		c.Tiers = quota.Tiers{Default: "free", Tiers: map[string]quota.Limits{"free": {RPM: 5, DailyTokens: 100000}, "pro": {RPM: 50}}}
+	})
+	token := e.adminToken()
+	adm := func(method, path, body string) answer {
+		req, _ := http.NewRequest(method, e.srv.URL+path, strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return answer{resp.StatusCode, resp.Header, string(b)}
+	}
+	if a := adm("GET", "/admin/tiers", ""); a.status != 200 || !strings.Contains(a.body, `"default":"free"`) || !strings.Contains(a.body, `"rpm":50`) {
+		t.Errorf("tiers: %d %s", a.status, a.body)
+	}
+	errorShape(t, adm("POST", "/admin/api-keys", `{"name":"x","tier":"gold"}`), 400, "invalid_request_error")
+	errorShape(t, adm("POST", "/admin/api-keys", `{"name":"x","limits":{"rpn":1}}`), 400, "invalid_request_error")
+	a := adm("POST", "/admin/api-keys", `{"name":"x","tier":"pro","limits":{"max_concurrent":2,"daily_tokens":500}}`)
+	var created struct {
+		ID, Key string
+		Limits  map[string]int64
+	}
+	if err := json.Unmarshal([]byte(a.body), &created); err != nil || a.status != 201 || created.Limits["max_concurrent"] != 2 {
+		t.Fatalf("create: %d %s", a.status, a.body)
+	}
+	if r := e.post("/v1/messages", `{"model":"claude-sonnet-4-5","max_tokens":10}`, created.Key); r.status != 200 || r.header.Get("Anthropic-Ratelimit-Requests-Limit") != "50" {
+		t.Errorf("pro key: %d %v", r.status, r.header)
+	}
+	e.waitTotals(created.ID, 1)
+	a = adm("GET", "/admin/api-keys/"+created.ID, "")
+	var got struct {
+		Standing quota.Standing
+	}
+	if err := json.Unmarshal([]byte(a.body), &got); err != nil || got.Standing.DailyTokens.Limit != 500 || got.Standing.RPM.Limit != 50 || got.Standing.DailyTokens.Used != 110 {
+		t.Errorf("standing: %s", a.body)
+	}
+	if a := adm("PATCH", "/admin/api-keys/"+created.ID, `{"limits":null,"tier":"free"}`); a.status != 200 || !strings.Contains(a.body, `"limits":{}`) {
+		t.Errorf("patch: %d %s", a.status, a.body)
+	}
+	if r := e.post("/v1/messages", `{"model":"claude-sonnet-4-5","max_tokens":10}`, created.Key); r.header.Get("Anthropic-Ratelimit-Requests-Limit") != "5" {
+		t.Errorf("after the patch the key is free-tier: %v", r.header)
+	}
+	if a := adm("GET", "/admin/usage?group_by=model", ""); a.status != 200 || !strings.Contains(a.body, "claude-sonnet-4-5") {
+		t.Errorf("admin usage: %d %s", a.status, a.body)
+	}
 }

@@ -110,6 +110,10 @@ type Config struct {
 	// even a ping) for this long. Zero means 5 minutes; Anthropic pings
 	// streams every few seconds.
 	StreamIdleTimeout time.Duration
+	// Retention is how long raw usage records (the request log) are kept;
+	// daily rollups are kept for good, so reports over any range stay
+	// exact. Zero keeps every record.
+	Retention time.Duration
 	// SpoolDir is where usage records wait on disk while the usage store
 	// is down or slow, and are replayed from when it is back. Empty means
 	// no spool: records then wait in memory (bounded), and a long outage
@@ -273,6 +277,8 @@ func New(cfg Config) (_ *Relay, err error) {
 			return nil, fmt.Errorf("relay: admin: %w", err)
 		}
 		admin.MountUpstreams(ah, rl.pool)
+		admin.MountUsage(ah, cfg.Usage, admin.UsageOptions{Now: cfg.Now, Location: cfg.Quota.Location})
+		admin.MountLimits(ah, adminLimits{rl})
 		rl.admin = ah
 	}
 	if err = cfg.Tiers.Validate(); err != nil {
@@ -300,6 +306,13 @@ func New(cfg Config) (_ *Relay, err error) {
 		return nil, fmt.Errorf("relay: metrics: %w", err)
 	}
 	rl.stopCtx, rl.stopAll = context.WithCancel(context.Background())
+	if cfg.Retention > 0 {
+		rl.background.Add(1)
+		go func() {
+			defer rl.background.Done()
+			usage.RunRetention(rl.stopCtx, cfg.Usage, cfg.Retention, time.Hour, rl.now, rl.log)
+		}()
+	}
 	if cfg.KeyEvents != nil {
 		rl.background.Add(1)
 		go func() {

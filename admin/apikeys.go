@@ -16,6 +16,7 @@ import (
 	"github.com/relaystation/relay/internal/apierror"
 	"github.com/relaystation/relay/keys"
 	"github.com/relaystation/relay/middleware"
+	"github.com/relaystation/relay/quota"
 )
 
 // Bounds on key fields. They keep one record small and a typo (a pasted
@@ -43,17 +44,22 @@ type KeyView struct {
 	Hint string `json:"hint"`
 	// Key is the plaintext key, present only right after create and
 	// rotate: the relay cannot show it again.
-	Key           string            `json:"key,omitempty"`
-	TokenLimit    int64             `json:"token_limit"`
-	Tier          string            `json:"tier"`
-	AllowedModels []string          `json:"allowed_models"`
-	ExpiresAt     *time.Time        `json:"expires_at"`
-	Enabled       bool              `json:"enabled"`
-	Metadata      map[string]string `json:"metadata"`
-	CreatedAt     time.Time         `json:"created_at"`
-	UpdatedAt     time.Time         `json:"updated_at"`
-	LastUsedAt    *time.Time        `json:"last_used_at"`
-	DeletedAt     *time.Time        `json:"deleted_at"`
+	Key           string   `json:"key,omitempty"`
+	TokenLimit    int64    `json:"token_limit"`
+	Tier          string   `json:"tier"`
+	AllowedModels []string `json:"allowed_models"`
+	// Limits overrides the tier's limits for this key, by limit name.
+	Limits     map[string]int64  `json:"limits"`
+	ExpiresAt  *time.Time        `json:"expires_at"`
+	Enabled    bool              `json:"enabled"`
+	Metadata   map[string]string `json:"metadata"`
+	CreatedAt  time.Time         `json:"created_at"`
+	UpdatedAt  time.Time         `json:"updated_at"`
+	LastUsedAt *time.Time        `json:"last_used_at"`
+	DeletedAt  *time.Time        `json:"deleted_at"`
+	// Standing is the key's current standing against its limits (GET of
+	// one key, when the relay shares it).
+	Standing *quota.Standing `json:"standing,omitempty"`
 }
 
 // KeyPage is one page of GET /admin/api-keys.
@@ -75,6 +81,7 @@ func viewOf(k *keys.Key) KeyView {
 		ExpiresAt:     utc(k.ExpiresAt),
 		Enabled:       k.Enabled,
 		Metadata:      make(map[string]string, len(k.Metadata)),
+		Limits:        make(map[string]int64, len(k.Limits)),
 		CreatedAt:     k.CreatedAt.UTC(),
 		UpdatedAt:     k.UpdatedAt.UTC(),
 		LastUsedAt:    utc(k.LastUsedAt),
@@ -82,6 +89,9 @@ func viewOf(k *keys.Key) KeyView {
 	}
 	for a, b := range k.Metadata {
 		v.Metadata[a] = b
+	}
+	for a, b := range k.Limits {
+		v.Limits[a] = b
 	}
 	return v
 }
@@ -144,6 +154,7 @@ type createRequest struct {
 	ExpiresAt     *string           `json:"expires_at"`
 	Enabled       *bool             `json:"enabled"`
 	Metadata      map[string]string `json:"metadata"`
+	Limits        map[string]int64  `json:"limits"`
 }
 
 func (h *Handler) createKey(w http.ResponseWriter, r *http.Request) {
@@ -167,6 +178,13 @@ func (h *Handler) createKey(w http.ResponseWriter, r *http.Request) {
 	if e == nil && req.Tier != nil {
 		p.Tier = *req.Tier
 		e = checkTier(p.Tier)
+		if e == nil {
+			e = h.checkKnownTier(p.Tier)
+		}
+	}
+	if e == nil && req.Limits != nil {
+		p.Limits = req.Limits
+		e = checkLimits(p.Limits)
 	}
 	if e == nil {
 		p.AllowedModels = req.AllowedModels
@@ -263,7 +281,15 @@ func (h *Handler) getKey(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, viewOf(k))
+	v := viewOf(k)
+	if h.limits != nil && k.DeletedAt == nil {
+		if st, err := h.limits.Standing(r.Context(), k); err == nil {
+			v.Standing = &st
+		} else {
+			h.log.Warn("admin: key standing unavailable", "key_id", k.ID, "error", err)
+		}
+	}
+	writeJSON(w, http.StatusOK, v)
 }
 
 // patchRequest is the body of PATCH /admin/api-keys/{id}. Raw fields tell
@@ -276,6 +302,7 @@ type patchRequest struct {
 	ExpiresAt     json.RawMessage `json:"expires_at"`
 	Enabled       json.RawMessage `json:"enabled"`
 	Metadata      json.RawMessage `json:"metadata"`
+	Limits        json.RawMessage `json:"limits"`
 }
 
 // patchKey changes the fields present in the body. null clears tier,
@@ -288,7 +315,7 @@ func (h *Handler) patchKey(w http.ResponseWriter, r *http.Request) {
 		h.writeError(w, r, e)
 		return
 	}
-	changes, e := patchChanges(req, h.now())
+	changes, e := h.patchChanges(req, h.now())
 	if e != nil {
 		h.writeError(w, r, e)
 		return
@@ -325,7 +352,7 @@ func (h *Handler) patchKey(w http.ResponseWriter, r *http.Request) {
 
 // patchChanges validates every present field of req and returns the
 // changes to apply, in field order; nothing is applied unless all are valid.
-func patchChanges(req patchRequest, now time.Time) ([]func(*keys.Key), *apierror.Error) {
+func (h *Handler) patchChanges(req patchRequest, now time.Time) ([]func(*keys.Key), *apierror.Error) {
 	var changes []func(*keys.Key)
 	if req.Name != nil {
 		var s string
@@ -354,6 +381,9 @@ func patchChanges(req patchRequest, now time.Time) ([]func(*keys.Key), *apierror
 		e := decodeField(req.Tier, "tier", true, &s)
 		if e == nil {
 			e = checkTier(s)
+		}
+		if e == nil {
+			e = h.checkKnownTier(s)
 		}
 		if e != nil {
 			return nil, e
@@ -389,6 +419,17 @@ func patchChanges(req patchRequest, now time.Time) ([]func(*keys.Key), *apierror
 			return nil, e
 		}
 		changes = append(changes, func(k *keys.Key) { k.Enabled = b })
+	}
+	if req.Limits != nil {
+		var m map[string]int64
+		e := decodeField(req.Limits, "limits", true, &m)
+		if e == nil {
+			e = checkLimits(m)
+		}
+		if e != nil {
+			return nil, e
+		}
+		changes = append(changes, func(k *keys.Key) { k.Limits = m })
 	}
 	if req.Metadata != nil {
 		var m map[string]string

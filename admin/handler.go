@@ -101,6 +101,8 @@ type Handler struct {
 	log        *slog.Logger
 	parser     *jwt.Parser
 
+	limits Limits // nil until MountLimits
+
 	mux  *http.ServeMux
 	root http.Handler
 }

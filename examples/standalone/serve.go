@@ -79,8 +79,9 @@ func serve(ctx context.Context, getenv func(string) string, stdout, stderr io.Wr
 		AdminTokenTTL: c.AdminTokenTTL, BcryptCost: c.BcryptCost,
 		Tiers: c.Tiers, Quota: qcfg, NoLimitHeaders: c.NoLimitHeaders, Pricing: c.pricing(),
 		MaxBodyBytes: c.MaxBodyBytes, PublicURL: c.PublicURL,
-		SpoolDir: filepath.Join(c.DataDir, "spool"),
-		Logger:   log, Registerer: reg,
+		SpoolDir:  filepath.Join(c.DataDir, "spool"),
+		Retention: time.Duration(c.RetentionDays) * 24 * time.Hour,
+		Logger:    log, Registerer: reg,
 	}
 
 	var redisDone func(context.Context)
