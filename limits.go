@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/relaystation/relay/internal/apierror"
@@ -108,20 +109,27 @@ func (rl *Relay) renewWhileStreaming(res quota.Reservation) (stop func()) {
 	if every <= 0 {
 		every = time.Minute
 	}
+	var mu sync.Mutex
 	var t *time.Timer
-	done := make(chan struct{})
+	stopped := false
+	mu.Lock()
+	defer mu.Unlock()
 	t = time.AfterFunc(every, func() {
-		select {
-		case <-done:
-			return
-		default:
-		}
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		_ = rl.limiter.Renew(ctx, res)
 		cancel()
-		t.Reset(every)
+		mu.Lock()
+		if !stopped {
+			t.Reset(every)
+		}
+		mu.Unlock()
 	})
-	return func() { close(done); t.Stop() }
+	return func() {
+		mu.Lock()
+		stopped = true
+		t.Stop()
+		mu.Unlock()
+	}
 }
 
 // standing is a key's current standing against its limits, for the usage

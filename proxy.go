@@ -316,12 +316,12 @@ func (rl *Relay) forward(w http.ResponseWriter, r *http.Request, info *middlewar
 		return
 	}
 	var sx *usage.StreamExtractor
-	var tee *bytes.Buffer
+	var tee *capture
 	switch {
 	case billable && stream && resp.StatusCode == http.StatusOK:
 		sx = new(usage.StreamExtractor)
 	case billable && !stream:
-		tee = new(bytes.Buffer) // a JSON answer: kept (bounded) to read its usage
+		tee = new(capture) // a JSON answer: kept (bounded) to read its usage
 	}
 
 	// An upstream that stops sending mid-answer (no event, not even a
@@ -365,8 +365,8 @@ func (rl *Relay) forward(w http.ResponseWriter, r *http.Request, info *middlewar
 // copyBody copies the upstream body to the client, flushing after every
 // read on streams (an SSE event is flushed as soon as its bytes arrive; a
 // stream is never held in memory), feeding the stream extractor, and
-// keeping at most maxTee bytes of a JSON answer.
-func (rl *Relay) copyBody(w http.ResponseWriter, body io.Reader, stream bool, sx *usage.StreamExtractor, tee *bytes.Buffer, a *attempt, idle *time.Timer) (clientGone bool, upErr error) {
+// capturing what the usage of a JSON answer needs (see capture).
+func (rl *Relay) copyBody(w http.ResponseWriter, body io.Reader, stream bool, sx *usage.StreamExtractor, tee *capture, a *attempt, idle *time.Timer) (clientGone bool, upErr error) {
 	bp := rl.bufs.Get().(*[]byte)
 	defer rl.bufs.Put(bp)
 	buf := *bp
@@ -381,7 +381,7 @@ func (rl *Relay) copyBody(w http.ResponseWriter, body io.Reader, stream bool, sx
 			if sx != nil {
 				_, _ = sx.Write(buf[:n])
 			}
-			if tee != nil && tee.Len()+n <= maxTee {
+			if tee != nil {
 				tee.Write(buf[:n])
 			}
 			if _, werr := w.Write(buf[:n]); werr != nil {
@@ -414,13 +414,13 @@ func isMessage(body []byte) bool {
 	return json.Unmarshal(body, &m) == nil && m.Type == "message"
 }
 
-// maxTee bounds how much of a non-streaming answer is kept to read its
-// usage; Messages answers are far smaller.
+// maxTee bounds the small answers the relay changes before the client
+// sees them (a filtered model list, a batch with its URLs rewritten).
 const maxTee = 8 << 20
 
 // settle fills the record's usage from what the upstream reported, or
 // estimates it (marking the record) when the upstream said nothing.
-func (rl *Relay) settle(a *attempt, resp *http.Response, sx *usage.StreamExtractor, tee *bytes.Buffer) {
+func (rl *Relay) settle(a *attempt, resp *http.Response, sx *usage.StreamExtractor, tee *capture) {
 	rec := &a.rec
 	if !a.firstByte.IsZero() {
 		rec.TTFT = a.firstByte.Sub(a.start)
@@ -453,19 +453,25 @@ func (rl *Relay) settle(a *attempt, resp *http.Response, sx *usage.StreamExtract
 		return
 	}
 	if resp.StatusCode >= 400 {
-		if typ, _, ok := usage.ErrorFromJSON(tee.Bytes()); ok {
+		if typ, _, ok := usage.ErrorFromJSON(tee.bytes()); ok {
 			rec.ErrorType = typ
 		} else {
 			rec.ErrorType = apierror.TypeFor(resp.StatusCode)
 		}
 		return
 	}
-	if u, model, ok := usage.FromJSON(tee.Bytes()); ok {
+	if !tee.whole() {
+		// A huge answer: its usage is in the tail.
+		if u, model, ok := tee.usageFromTail(); ok {
+			rec.Usage, rec.ResponseModel = u, model
+			return
+		}
+	} else if u, model, ok := usage.FromJSON(tee.bytes()); ok {
 		rec.Usage, rec.ResponseModel = u, model
 		return
 	}
-	if isMessage(tee.Bytes()) {
-		rec.Usage = usage.Usage{InputTokens: rl.tok.EstimateRequest(a.body), OutputTokens: tokenizer.EstimateBytes(int64(tee.Len()))}
+	if isMessage(tee.bytes()) || (!tee.whole() && bytes.HasPrefix(bytes.TrimSpace(tee.bytes()), []byte("{"))) {
+		rec.Usage = usage.Usage{InputTokens: rl.tok.EstimateRequest(a.body), OutputTokens: tokenizer.EstimateBytes(tee.total)}
 		rec.Estimated = true
 	} else if rec.Status != usage.StatusClientClosed {
 		rec.ErrorType = errInvalidUpstream // an HTML page or garbage with a 200

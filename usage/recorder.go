@@ -21,7 +21,8 @@ type RecorderConfig struct {
 	// FlushInterval is the longest a record waits for its batch to fill.
 	// Zero means 250 ms.
 	FlushInterval time.Duration
-	// QueueSize bounds the records waiting in memory. Zero means 65,536.
+	// QueueSize bounds the records waiting in memory. Zero means 8,192
+	// (about 3 MB, allocated up front); beyond it records go to the spool.
 	QueueSize int
 	// WriteTimeout bounds one store write. A write that fails or takes
 	// longer marks the store down: its batch, and every batch until a
@@ -184,7 +185,7 @@ func NewRecorder(cfg RecorderConfig) (*Recorder, error) {
 		cfg.FlushInterval = 250 * time.Millisecond
 	}
 	if cfg.QueueSize <= 0 {
-		cfg.QueueSize = 65536
+		cfg.QueueSize = 8192
 	}
 	if cfg.WriteTimeout <= 0 {
 		cfg.WriteTimeout = 5 * time.Second
