@@ -118,11 +118,6 @@ func (c *lru) unlinkLocked(e *cacheEntry) {
 	}
 }
 
-func (c *lru) len() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.order.Len()
-}
 
 func (c *lru) clear() {
 	c.mu.Lock()

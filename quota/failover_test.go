@@ -26,7 +26,6 @@ type flaky struct {
 	down                            atomic.Bool
 	reserves, standings, settles    atomic.Int64
 	gate                            chan struct{}
-	gateOnce                        sync.Once
 	releases, renews, reserveErrors atomic.Int64
 }
 

@@ -501,15 +501,6 @@ func (s *spool) sync() {
 	}
 }
 
-// hasRecords reports whether anything waits for replay.
-func (s *spool) hasRecords() bool {
-	if s.rd != nil {
-		return true
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return len(s.sealed) > 0 || s.activeRecords > 0
-}
 
 // next returns up to max records from the oldest segment, in the order they
 // were appended, or none when nothing waits. A batch never spans segments.

@@ -787,7 +787,6 @@ func testLimiterConcurrentKeys(t *testing.T, nl newLimiterFunc) {
 // the estimate, the offline tokenizer's typical undercount, cost likewise
 // over). It returns how many were admitted and the final standing.
 type overshootCase struct {
-	name       string
 	limits     quota.Limits
 	seedTokens int64 // lifetime and window usage before the run
 	seedCost   int64
