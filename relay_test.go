@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -30,6 +31,9 @@ import (
 )
 
 const upstreamKey = "sk-ant-upstream-secret-0123456789"
+
+// regexpKey matches a whole relay key, whichever test minted it.
+var regexpKey = regexp.MustCompile(`sk-proxy-[0-9A-Za-z]{52}`)
 
 type env struct {
 	t     *testing.T
@@ -90,10 +94,14 @@ func newEnv(t *testing.T, fcfg upstreamtest.Config, mod ...func(*relay.Config)) 
 		if err := rl.Close(ctx); err != nil {
 			t.Errorf("Close: %v", err)
 		}
-		for _, secret := range []string{e.key, upstreamKey} {
-			if secret != "" && strings.Contains(e.logs.String(), secret) {
-				t.Errorf("a secret reached the log")
+		logs := e.logs.String()
+		for _, secret := range []string{e.key, upstreamKey, "admin-password-for-tests", "eyJhbGciOi"} {
+			if secret != "" && strings.Contains(logs, secret) {
+				t.Errorf("a secret reached the log: %.12s…", secret)
 			}
+		}
+		if strings.Contains(logs, keys.Prefix) && strings.Contains(logs, "sk-proxy-") && regexpKey.MatchString(logs) {
+			t.Errorf("a relay key reached the log")
 		}
 	})
 	e.key, e.keyID = e.mint(keys.CreateParams{Name: "test"})
