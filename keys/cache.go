@@ -118,7 +118,6 @@ func (c *lru) unlinkLocked(e *cacheEntry) {
 	}
 }
 
-
 func (c *lru) clear() {
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -501,7 +501,6 @@ func (s *spool) sync() {
 	}
 }
 
-
 // next returns up to max records from the oldest segment, in the order they
 // were appended, or none when nothing waits. A batch never spans segments.
 // The records count as replayed only after commit; a caller that could not
