@@ -470,12 +470,17 @@ func (rl *Relay) settle(a *attempt, resp *http.Response, sx *usage.StreamExtract
 		rec.Usage, rec.ResponseModel = u, model
 		return
 	}
-	if isMessage(tee.bytes()) || (!tee.whole() && bytes.HasPrefix(bytes.TrimSpace(tee.bytes()), []byte("{"))) {
+	// A message without counts, or an answer cut mid-body (by the
+	// upstream, the idle timeout, a shutdown or the client leaving): the
+	// upstream generated it and bills it, so estimate. Anything else with
+	// a 200 (an HTML page, garbage) is no answer at all.
+	cut := rec.ErrorType != "" || rec.Status == usage.StatusClientClosed
+	if isMessage(tee.bytes()) || cut || (!tee.whole() && bytes.HasPrefix(bytes.TrimSpace(tee.bytes()), []byte("{"))) {
 		rec.Usage = usage.Usage{InputTokens: rl.tok.EstimateRequest(a.body), OutputTokens: tokenizer.EstimateBytes(tee.total)}
 		rec.Estimated = true
-	} else if rec.Status != usage.StatusClientClosed {
-		rec.ErrorType = errInvalidUpstream // an HTML page or garbage with a 200
+		return
 	}
+	rec.ErrorType = errInvalidUpstream
 }
 
 func (rl *Relay) record(a *attempt, info *middleware.Info) {
