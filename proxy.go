@@ -15,6 +15,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/relaystation/relay/internal/apierror"
 	"github.com/relaystation/relay/internal/sniff"
@@ -204,6 +205,10 @@ func (rl *Relay) serveModelCall(w http.ResponseWriter, r *http.Request, info *mi
 	body, e := rl.readBody(w, r)
 	if e != nil {
 		rl.fail(w, r, e)
+		return
+	}
+	if !utf8.Valid(body) {
+		rl.fail(w, r, apierror.New(http.StatusBadRequest, "the request body is not valid UTF-8"))
 		return
 	}
 	req, err := sniff.Parse(body)

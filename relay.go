@@ -167,6 +167,7 @@ type Relay struct {
 	quotaCfg quota.Config
 	tiers    quota.Tiers
 	pricing  *usage.Pricing
+	unpriced sync.Map // models already reported as missing from pricing
 	public   *url.URL
 	bufs     sync.Pool
 

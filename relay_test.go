@@ -457,6 +457,10 @@ func TestRelayErrors(t *testing.T) {
 	past := time.Now().Add(-time.Hour)
 	expired, _ := e.mint(keys.CreateParams{Name: "old", ExpiresAt: &past})
 	limited, _ := e.mint(keys.CreateParams{Name: "opus only", AllowedModels: []string{"claude-opus-*"}})
+	deleted, deletedID := e.mint(keys.CreateParams{Name: "gone"})
+	if err := e.relay.Keys().Delete(context.Background(), deletedID); err != nil {
+		t.Fatal(err)
+	}
 	ok := `{"model":"claude-sonnet-4-5","max_tokens":10,"messages":[]}`
 	madeUp := keys.Prefix + strings.Repeat("A", keys.KeyLen-len(keys.Prefix))
 	tests := []struct {
@@ -475,6 +479,8 @@ func TestRelayErrors(t *testing.T) {
 		{"not an object", "/v1/messages", `[1]`, e.key, 400, "invalid_request_error"},
 		{"no model", "/v1/messages", `{"max_tokens":10}`, e.key, 400, "invalid_request_error"},
 		{"empty model", "/v1/messages", `{"model":""}`, e.key, 400, "invalid_request_error"},
+		{"invalid utf-8", "/v1/messages", "{\"model\":\"claude-sonnet-4-5\",\"messages\":[{\"role\":\"user\",\"content\":\"\xff\xfe\"}]}", e.key, 400, "invalid_request_error"},
+		{"deleted key", "/v1/messages", ok, deleted, 401, "authentication_error"},
 		{"too large", "/v1/messages", `{"model":"m","x":"` + strings.Repeat("a", 2000) + `"}`, e.key, 413, "request_too_large"},
 		{"unknown route", "/v1/complete", ok, e.key, 404, "not_found_error"},
 		{"escaping path", "/v1/../admin/api-keys", ok, e.key, 404, "not_found_error"},

@@ -50,6 +50,7 @@ type config struct {
 	PublicURL         string        `yaml:"public_url"`           // RELAY_PUBLIC_URL
 	MaxBodyBytes      int64         `yaml:"max_body_bytes"`       // MAX_BODY_BYTES
 	ShutdownGrace     time.Duration `yaml:"shutdown_grace"`       // SHUTDOWN_GRACE
+	ReadHeaderTimeout time.Duration `yaml:"read_header_timeout"`  // READ_HEADER_TIMEOUT
 	RetentionDays     int           `yaml:"usage_retention_days"` // USAGE_RETENTION_DAYS
 	LogFormat         string        `yaml:"log_format"`           // LOG_FORMAT
 	LogLevel          slog.Level    `yaml:"log_level"`            // LOG_LEVEL
@@ -82,16 +83,17 @@ type pricingConfig struct {
 // defaults are the values of settings nobody set.
 func defaults() config {
 	return config{
-		UpstreamBaseURL: upstream.DefaultBaseURL,
-		AdminUsername:   "admin",
-		AutoMigrate:     true,
-		ListenAddr:      ":8000",
-		DataDir:         "./data",
-		ShutdownGrace:   30 * time.Second,
-		RetentionDays:   90,
-		LogFormat:       "text",
-		LogLevel:        slog.LevelInfo,
-		RedisPrefix:     "relay:",
+		UpstreamBaseURL:   upstream.DefaultBaseURL,
+		AdminUsername:     "admin",
+		AutoMigrate:       true,
+		ListenAddr:        ":8000",
+		DataDir:           "./data",
+		ShutdownGrace:     30 * time.Second,
+		ReadHeaderTimeout: 10 * time.Second,
+		RetentionDays:     90,
+		LogFormat:         "text",
+		LogLevel:          slog.LevelInfo,
+		RedisPrefix:       "relay:",
 	}
 }
 
@@ -100,7 +102,7 @@ var envVars = []string{
 	"RELAY_CONFIG", "UPSTREAM_API_KEY", "UPSTREAM_BASE_URL", "UPSTREAM_AUTH",
 	"ADMIN_USERNAME", "ADMIN_PASSWORD", "ADMIN_PASSWORD_HASH", "ADMIN_TOKEN_TTL", "SECRET_KEY", "BCRYPT_COST",
 	"DATABASE_URL", "REDIS_URL", "REDIS_PREFIX", "RELAY_AUTO_MIGRATE",
-	"LISTEN_ADDR", "RELAY_DATA_DIR", "RELAY_PUBLIC_URL", "MAX_BODY_BYTES", "SHUTDOWN_GRACE", "USAGE_RETENTION_DAYS",
+	"LISTEN_ADDR", "RELAY_DATA_DIR", "RELAY_PUBLIC_URL", "MAX_BODY_BYTES", "SHUTDOWN_GRACE", "READ_HEADER_TIMEOUT", "USAGE_RETENTION_DAYS",
 	"LOG_FORMAT", "LOG_LEVEL",
 	"RELAY_TIMEZONE", "QUOTA_OUTPUT_CAP", "QUOTA_COUNTED", "QUOTA_RATE_COUNTED", "QUOTA_FAIL_CLOSED", "RATE_LIMIT_HEADERS",
 }
@@ -206,6 +208,7 @@ func (c *config) applyEnv(getenv func(string) string) error {
 		{"LOG_LEVEL", func(v string) error { return c.LogLevel.UnmarshalText([]byte(v)) }},
 		{"ADMIN_TOKEN_TTL", durationInto(&c.AdminTokenTTL)},
 		{"SHUTDOWN_GRACE", durationInto(&c.ShutdownGrace)},
+		{"READ_HEADER_TIMEOUT", durationInto(&c.ReadHeaderTimeout)},
 		{"BCRYPT_COST", intInto(&c.BcryptCost)},
 		{"USAGE_RETENTION_DAYS", intInto(&c.RetentionDays)},
 		{"MAX_BODY_BYTES", int64Into(&c.MaxBodyBytes)},
@@ -273,6 +276,9 @@ func (c *config) validate() error {
 	}
 	if c.AdminTokenTTL < 0 || c.ShutdownGrace < 0 || c.MaxBodyBytes < 0 || c.RetentionDays < 0 {
 		return errors.New("ADMIN_TOKEN_TTL, SHUTDOWN_GRACE, MAX_BODY_BYTES and USAGE_RETENTION_DAYS must not be negative")
+	}
+	if c.ReadHeaderTimeout <= 0 {
+		return errors.New("READ_HEADER_TIMEOUT must be positive (it stops slow-loris clients)")
 	}
 	if c.Quota.OutputCap < 0 {
 		return errors.New("QUOTA_OUTPUT_CAP (quota.output_cap) must not be negative")

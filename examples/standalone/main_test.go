@@ -345,3 +345,47 @@ func TestPostgresAndRedis(t *testing.T) {
 		t.Error("a secret reached the log")
 	}
 }
+
+// TestSlowAndOversizedHeaders: a client that sends its headers slowly is
+// cut after READ_HEADER_TIMEOUT; headers over 1 MiB are refused (431)
+// before any handler runs; the server keeps serving.
+func TestSlowAndOversizedHeaders(t *testing.T) {
+	fake := upstreamtest.New(upstreamtest.Config{})
+	defer fake.Close()
+	s := start(t, map[string]string{"UPSTREAM_API_KEY": "k", "UPSTREAM_BASE_URL": fake.URL, "RELAY_DATA_DIR": t.TempDir(), "READ_HEADER_TIMEOUT": "200ms"})
+	defer s.stop(t)
+
+	conn, err := net.Dial("tcp", s.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprint(conn, "POST /v1/messages HTTP/1.1\r\nHost: x\r\nX-Api-Key: sk-proxy-")
+	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	start := time.Now()
+	buf := make([]byte, 512)
+	for {
+		if _, err := conn.Read(buf); err != nil {
+			break // closed by the server
+		}
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("a slow client held its connection for %v", d)
+	}
+
+	req, _ := http.NewRequest("GET", "http://"+s.addr+"/v1/models", nil)
+	req.Header.Set("X-Big", strings.Repeat("a", 2<<20))
+	resp, err := http.DefaultClient.Do(req)
+	if err == nil {
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
+			t.Errorf("2 MiB of headers: %d", resp.StatusCode)
+		}
+	}
+	if status, _ := do(t, "GET", "http://"+s.addr+"/health", nil); status != 200 {
+		t.Errorf("the server stopped serving: %d", status)
+	}
+	if fake.Count() != 0 {
+		t.Errorf("the upstream saw %d requests", fake.Count())
+	}
+}

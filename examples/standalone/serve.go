@@ -123,7 +123,7 @@ func serve(ctx context.Context, getenv func(string) string, stdout, stderr io.Wr
 	mux.Handle("/", rl.Handler())
 	srv := &http.Server{
 		Handler:           mux,
-		ReadHeaderTimeout: 10 * time.Second,
+		ReadHeaderTimeout: c.ReadHeaderTimeout, // slow-loris clients are cut
 		IdleTimeout:       120 * time.Second,
 		MaxHeaderBytes:    1 << 20,
 		// No WriteTimeout: a stream lasts as long as the model writes.
