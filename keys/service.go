@@ -279,8 +279,10 @@ func (s *Service) verifySlow(ctx context.Context, ck cacheKey, id, key string) (
 		err = bcrypt.CompareHashAndPassword(k.PrevHash, []byte(key))
 	}
 	<-s.hashSem
+	if err == nil {
+		s.hashSucceeded(id)
+	}
 	if err != nil {
-		s.failed(id, now)
 		s.neg.put(cacheEntry{ck: ck, expires: now.Add(s.cfg.NegativeTTL)})
 		return nil, ErrInvalidKey
 	}
@@ -288,9 +290,11 @@ func (s *Service) verifySlow(ctx context.Context, ck cacheKey, id, key string) (
 	return k, nil
 }
 
-// mayHash reports whether a wrong-secret budget is left for id this
-// minute. Guessing secrets of a known id is thus capped at a few bcrypt
-// runs a minute, whatever the flood.
+// mayHash takes one unit of id's bcrypt budget for this minute, or
+// reports that none is left. Units are taken before hashing (so a burst of
+// concurrent guesses cannot all pass the check) and given back when the
+// secret was right. Guessing secrets of a known id is thus capped at a
+// few bcrypt runs a minute, whatever the flood.
 func (s *Service) mayHash(id string, now time.Time) bool {
 	s.failMu.Lock()
 	defer s.failMu.Unlock()
@@ -298,13 +302,20 @@ func (s *Service) mayHash(id string, now time.Time) bool {
 		clear(s.failures)
 		s.failWindow = now
 	}
-	return s.failures[id] < s.cfg.MaxFailuresPerID
+	if s.failures[id] >= s.cfg.MaxFailuresPerID {
+		return false
+	}
+	s.failures[id]++
+	return true
 }
 
-func (s *Service) failed(id string, now time.Time) {
+// hashSucceeded gives back the unit a right secret took.
+func (s *Service) hashSucceeded(id string) {
 	s.failMu.Lock()
 	defer s.failMu.Unlock()
-	s.failures[id]++
+	if s.failures[id] > 0 {
+		s.failures[id]--
+	}
 }
 
 // recheck compares a cached record with the store in the background: the
