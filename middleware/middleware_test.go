@@ -141,3 +141,18 @@ func ExampleAuthenticate() {
 	// 200 hello, key key1
 	// 401 {"type":"error","error":{"type":"authentication_error","message":"invalid x-api-key"}
 }
+
+func TestRequestIDsSortByTime(t *testing.T) {
+	prev := middleware.NewRequestID()
+	seen := map[string]bool{prev: true}
+	for range 1000 {
+		id := middleware.NewRequestID()
+		if len(id) != 30 || !strings.HasPrefix(id, "req_relay_") || seen[id] {
+			t.Fatalf("id %q", id)
+		}
+		if id[10:19] < prev[10:19] {
+			t.Fatalf("%q sorts before the earlier %q", id, prev)
+		}
+		seen[id], prev = true, id
+	}
+}

@@ -202,7 +202,7 @@ type check struct {
 }
 
 // checks compares the relay with the bare proxy on the targets.
-func checks(rep *report, o options) []check {
+func checks(rep *report) []check {
 	find := func(phase, target string) *result {
 		for _, r := range rep.Results {
 			if r.Phase == phase && r.Target == target {

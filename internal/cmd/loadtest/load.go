@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -33,14 +34,18 @@ type loadgen struct {
 	streamBody []byte
 }
 
-func newLoadgen(conns, deltas int) *loadgen {
+func newLoadgen(conns, deltas, promptBytes int) *loadgen {
 	tr := &http.Transport{
 		DialContext:         (&net.Dialer{Timeout: 10 * time.Second}).DialContext,
 		MaxIdleConnsPerHost: conns,
 		IdleConnTimeout:     90 * time.Second,
 		DisableCompression:  true,
 	}
-	const req = `{"model":"claude-sonnet-4-5-20250929","max_tokens":1024,"messages":[{"role":"user","content":"Say hello in a few words."}]`
+	prompt := "Say hello in a few words."
+	if pad := promptBytes - len(prompt); pad > 0 {
+		prompt += strings.Repeat(" lorem ipsum dolor sit amet", pad/27+1)[:pad]
+	}
+	req := `{"model":"claude-sonnet-4-5-20250929","max_tokens":1024,"messages":[{"role":"user","content":"` + prompt + `"}]`
 	return &loadgen{
 		client:     &http.Client{Transport: tr, Timeout: 2 * time.Minute},
 		tr:         tr,
@@ -272,38 +277,25 @@ func (lg *loadgen) openStreams(ctx context.Context, t *target, n int, timeout ti
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var opened, failed atomic.Int64
-	var errMu sync.Mutex
+	var firstErr sync.Once
 	dialing := make(chan struct{}, 64) // connections being set up at once
 	var wg sync.WaitGroup
 	start := time.Now()
 	for range n {
 		wg.Go(func() {
 			dialing <- struct{}{}
-			w := &worker{lg: lg, buf: make([]byte, 512)}
-			resp, err := w.post(ctx, t, true)
-			if err == nil {
-				br := bufio.NewReaderSize(resp.Body, 1024)
-				for err == nil { // up to the end of message_start
-					var line []byte
-					if line, err = br.ReadSlice('\n'); len(line) == 1 {
-						break
-					}
-				}
-			}
+			body, err := lg.openStream(ctx, t)
 			<-dialing
 			if err != nil {
 				if ctx.Err() == nil {
-					if failed.Add(1) == 1 {
-						errMu.Lock()
-						res.FirstError = err.Error()
-						errMu.Unlock()
-					}
+					failed.Add(1)
+					firstErr.Do(func() { res.FirstError = err.Error() })
 				}
 				return
 			}
-			defer resp.Body.Close()
+			defer body.Close()
 			opened.Add(1)
-			<-ctx.Done()
+			<-ctx.Done() // hold the stream open until the phase ends
 		})
 	}
 	deadline := time.Now().Add(timeout)
@@ -321,4 +313,25 @@ func (lg *loadgen) openStreams(ctx context.Context, t *target, n int, timeout ti
 		res.PerStreamKiB = float64(res.OpenRSSKiB-res.IdleRSSKiB) / float64(res.Opened)
 	}
 	return res
+}
+
+// openStream starts a stream and reads its first event, returning the
+// body still open. Closing it, or ctx ending, closes the connection.
+func (lg *loadgen) openStream(ctx context.Context, t *target) (io.Closer, error) {
+	w := &worker{lg: lg, buf: make([]byte, 512)}
+	resp, err := w.post(ctx, t, true)
+	if err != nil {
+		return nil, err
+	}
+	br := bufio.NewReaderSize(resp.Body, 1024)
+	for { // up to the blank line that ends message_start
+		line, err := br.ReadSlice('\n')
+		if err != nil {
+			resp.Body.Close()
+			return nil, err
+		}
+		if len(line) == 1 {
+			return resp.Body, nil
+		}
+	}
 }

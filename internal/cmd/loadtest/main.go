@@ -5,11 +5,12 @@
 // Anthropic API (upstream/upstreamtest), a bare httputil.ReverseProxy that
 // only swaps the key (the calibration point), and the relay with a key
 // that has a token limit, and usage recording: in SQLite in a temporary
-// directory (-mode embedded) or in a temporary Postgres database (-mode
-// postgres). Then it drives the same load through the same client at each
-// in turn and prints, side by side, throughput, latency, errors, CPU time
-// per request and RSS, the relay's ratios to the bare proxy, and whether
-// they meet the targets. BENCHMARKS.md at the repository root has results.
+// directory (-mode embedded) or in a temporary Postgres database, with the
+// limiter on Redis given -redis-url (-mode postgres). Then it drives the
+// same load through the same client at each in turn and prints, side by
+// side, throughput, latency, errors, CPU time per request and RSS, the
+// relay's ratios to the bare proxy, and whether they meet the targets.
+// BENCHMARKS.md at the repository root has results.
 //
 //	go run ./internal/cmd/loadtest -duration 5s -concurrency 32 -streams 1000
 //
@@ -20,6 +21,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -45,7 +47,7 @@ func main() {
 		}
 		return
 	}
-	if err := run(os.Args[1:], os.Stdout); err != nil {
+	if err := run(os.Args[1:], os.Stdout); err != nil && !errors.Is(err, flag.ErrHelp) {
 		log.Fatal(err)
 	}
 }
@@ -58,9 +60,11 @@ type options struct {
 	Rate        float64       `json:"rate"`
 	Streams     int           `json:"streams"`
 	Deltas      int           `json:"events"`
+	PromptBytes int           `json:"prompt_bytes"`
 	EventDelay  time.Duration `json:"event_delay_ns"`
 	Mode        string        `json:"mode"`
 	PostgresURL string        `json:"-"`
+	RedisURL    string        `json:"-"`
 	Phases      string        `json:"phases"`
 	JSON        bool          `json:"-"`
 	CPUProfile  string        `json:"-"`
@@ -77,17 +81,19 @@ func parseFlags(args []string) (options, error) {
 	fs.Float64Var(&o.Rate, "rate", 0, "requests/s of the fixed-rate phase; 0 skips it")
 	fs.IntVar(&o.Streams, "streams", 1000, "streams held open at once in the RSS phase; 10000 needs an open-file limit (ulimit -n) above 20,200, as the relay holds two sockets per stream")
 	fs.IntVar(&o.Deltas, "events", 16, "text_delta events per stream (each stream has 6 more: message_start, content_block_start, ping, content_block_stop, message_delta, message_stop)")
+	fs.IntVar(&o.PromptBytes, "prompt-bytes", 0, "pad the user message to this many bytes (Claude Code sends tens to hundreds of KB); 0 sends a one-line prompt")
 	fs.DurationVar(&o.EventDelay, "event-delay", 20*time.Millisecond, "the fake's delay between events in the paced stream phase (Claude streams a delta every 10 to 50 ms)")
-	fs.StringVar(&o.Mode, "mode", "embedded", "relay storage: embedded (SQLite in a temp dir) or postgres (keys and usage in a temporary database on -postgres-url)")
+	fs.StringVar(&o.Mode, "mode", "embedded", "relay storage: embedded (SQLite in a temp dir), postgres (a temporary database on -postgres-url, and Redis on -redis-url) or memory (storage/memory: no store cost, for comparison)")
 	fs.StringVar(&o.PostgresURL, "postgres-url", os.Getenv("RELAY_TEST_POSTGRES_URL"), "Postgres server for -mode postgres, as a postgres:// URL whose user may create databases")
+	fs.StringVar(&o.RedisURL, "redis-url", os.Getenv("RELAY_TEST_REDIS_URL"), "Redis server for -mode postgres (the limiter and key-change events, as with several instances); empty keeps them in process")
 	fs.StringVar(&o.Phases, "phases", allPhases, "comma-separated phases to run")
 	fs.BoolVar(&o.JSON, "json", false, "print the report as JSON")
 	fs.StringVar(&o.CPUProfile, "relay-cpuprofile", "", "write the relay process's CPU profile (whole run) to `file`")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
-	if o.Duration <= 0 || o.Concurrency < 1 || o.Rounds < 1 || o.Rate < 0 || o.Streams < 0 || o.Deltas < 1 || o.EventDelay < time.Millisecond {
-		return o, fmt.Errorf("bad flags: need -duration > 0, -concurrency ≥ 1, -rounds ≥ 1, -rate ≥ 0, -streams ≥ 0, -events ≥ 1, -event-delay ≥ 1ms")
+	if o.Duration <= 0 || o.Concurrency < 1 || o.Rounds < 1 || o.Rate < 0 || o.Streams < 0 || o.Deltas < 1 || o.PromptBytes < 0 || o.EventDelay < time.Millisecond {
+		return o, fmt.Errorf("bad flags: need -duration > 0, -concurrency ≥ 1, -rounds ≥ 1, -rate ≥ 0, -streams ≥ 0, -events ≥ 1, -prompt-bytes ≥ 0, -event-delay ≥ 1ms")
 	}
 	for _, p := range strings.Split(o.Phases, ",") {
 		if !slices.Contains(strings.Split(allPhases, ","), p) {
@@ -157,10 +163,10 @@ func run(args []string, stdout io.Writer) error {
 	ctx, stopSignals := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stopSignals()
 
-	if err := os.Setenv(envPostgres, o.PostgresURL); err != nil {
+	if err := errors.Join(os.Setenv(envPostgres, o.PostgresURL), os.Setenv(envRedis, o.RedisURL)); err != nil {
 		return err
 	}
-	lg := newLoadgen(max(1024, o.Concurrency), o.Deltas)
+	lg := newLoadgen(max(1024, o.Concurrency), o.Deltas, o.PromptBytes)
 	if !o.JSON {
 		fmt.Fprintf(stdout, "loadtest: %d CPUs (%s), %s, relay mode %s, %v per phase in %d rounds, concurrency %d, load average %s\n\n",
 			rep.Machine.CPUs, rep.Machine.CPU, rep.Machine.Go, o.Mode, o.Duration, o.Rounds, o.Concurrency, rep.Machine.LoadBefore)
@@ -217,7 +223,7 @@ func run(args []string, stdout io.Writer) error {
 		f.stop(rep)
 	}
 	rep.Machine.LoadAfter = loadAvg()
-	rep.Checks = checks(rep, o)
+	rep.Checks = checks(rep)
 	if o.JSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")

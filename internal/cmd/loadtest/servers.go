@@ -25,7 +25,10 @@ import (
 
 	"github.com/relaystation/relay"
 	"github.com/relaystation/relay/keys"
+	"github.com/relaystation/relay/quota"
+	"github.com/relaystation/relay/storage/memory"
 	"github.com/relaystation/relay/storage/postgres"
+	redisstore "github.com/relaystation/relay/storage/redis"
 	"github.com/relaystation/relay/storage/sqlite"
 	"github.com/relaystation/relay/upstream/upstreamtest"
 	"github.com/relaystation/relay/usage"
@@ -40,9 +43,13 @@ const upstreamKey = "sk-ant-api03-loadtest-upstream-credential"
 // the load generator calls it, directly; the proxies never forward it.
 const delayPath = "/loadtest/event-delay"
 
-// envPostgres passes -postgres-url to the relay child: in its environment
-// rather than its command line, where anyone could read the password.
-const envPostgres = "RELAY_LOADTEST_POSTGRES_URL"
+// envPostgres and envRedis pass -postgres-url and -redis-url to the relay
+// child: in its environment rather than its command line, where anyone
+// could read a password.
+const (
+	envPostgres = "RELAY_LOADTEST_POSTGRES_URL"
+	envRedis    = "RELAY_LOADTEST_REDIS_URL"
+)
 
 // serve runs one server child: `loadtest serve-upstream|serve-bare|
 // serve-relay ADDR [flags]`. It prints "ready ADDR [KEY]" on stdout once it
@@ -51,7 +58,7 @@ func serve(kind string, args []string) error {
 	fs := flag.NewFlagSet(kind, flag.ContinueOnError)
 	upURL := fs.String("upstream", "", "upstream base URL (bare, relay)")
 	deltas := fs.Int("deltas", 16, "text_delta events per stream (upstream)")
-	mode := fs.String("mode", "embedded", "relay storage: embedded or postgres ($"+envPostgres+")")
+	mode := fs.String("mode", "embedded", "relay storage: embedded, postgres ($"+envPostgres+", $"+envRedis+") or memory")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of this server to `file`")
 	if len(args) < 1 {
 		return errors.New("usage: loadtest " + kind + " ADDR [flags]")
@@ -87,7 +94,7 @@ func serve(kind string, args []string) error {
 		}
 	case "serve-relay":
 		var key string
-		if h, key, stop, err = relayServer(*upURL, *mode, os.Getenv(envPostgres)); err != nil {
+		if h, key, stop, err = relayServer(*upURL, *mode); err != nil {
 			return err
 		}
 		ready += " " + key
@@ -186,26 +193,38 @@ func bareProxy(upstreamURL string) (http.Handler, error) {
 // relayServer is the relay under test with auth, a token limit on the key
 // and usage recording. stop closes the relay (flushing usage records) and
 // reports on stdout how many records were written.
-func relayServer(upstreamURL, mode, pgURL string) (h http.Handler, key string, stop func(context.Context) error, err error) {
+func relayServer(upstreamURL, mode string) (h http.Handler, key string, stop func(context.Context) error, err error) {
 	ctx := context.Background()
-	st, cleanup, err := openStore(ctx, mode, pgURL)
+	st, cleanup, err := openStore(ctx, mode, os.Getenv(envPostgres))
 	if err != nil {
 		return nil, "", nil, err
 	}
-	rl, err := relay.New(relay.Config{
+	defer func() {
+		if err != nil {
+			cleanup()
+		}
+	}()
+	cfg := relay.Config{
 		UpstreamURL:        upstreamURL,
 		UpstreamCredential: upstreamKey,
 		Keys:               st,
 		Usage:              st,
 		BcryptCost:         4,
-	})
+	}
+	if u := os.Getenv(envRedis); mode == "postgres" && u != "" {
+		closeRedis, err := useRedis(ctx, &cfg, st, u)
+		if err != nil {
+			return nil, "", nil, err
+		}
+		storeCleanup := cleanup
+		cleanup = func() { closeRedis(); storeCleanup() }
+	}
+	rl, err := relay.New(cfg)
 	if err != nil {
-		cleanup()
 		return nil, "", nil, err
 	}
 	// A limit far from reach, so the quota check runs on every request.
 	if _, key, err = rl.Keys().Create(ctx, keys.CreateParams{Name: "loadtest", TokenLimit: 1 << 60}); err != nil {
-		cleanup()
 		return nil, "", nil, err
 	}
 	stop = func(ctx context.Context) error {
@@ -221,6 +240,51 @@ func relayServer(upstreamURL, mode, pgURL string) (h http.Handler, key string, s
 		return nil
 	}
 	return rl.Handler(), key, stop, nil
+}
+
+// useRedis puts the relay's limiter and key-change events on Redis, as
+// several instances run, under a key prefix of this run's own; the
+// returned cleanup deletes the keys under it and closes the client.
+func useRedis(ctx context.Context, cfg *relay.Config, st store, redisURL string) (func(), error) {
+	rc, err := redisstore.NewClient(redisURL)
+	if err != nil {
+		return nil, err
+	}
+	if err := rc.Ping(ctx).Err(); err != nil {
+		rc.Close()
+		return nil, fmt.Errorf("redis: %w", err)
+	}
+	prefix := "relay_loadtest:" + randomHex(6) + ":"
+	q := quota.Config{Seed: relay.SeedFromUsage(st, 0)}
+	cfg.Quota = q
+	cfg.Limiter = redisstore.NewLimiter(rc, q, redisstore.LimiterOptions{Prefix: prefix + "quota:"})
+	inv := redisstore.NewInvalidator(rc, prefix, nil)
+	cfg.KeyEvents = inv
+	return func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		_ = inv.Close(ctx)
+		var cursor uint64
+		for range 10000 { // bounded: 10,000 pages of 1,000 keys
+			keys, next, err := rc.Scan(ctx, cursor, prefix+"*", 1000).Result()
+			if err != nil {
+				break
+			}
+			if len(keys) > 0 {
+				rc.Unlink(ctx, keys...)
+			}
+			if cursor = next; cursor == 0 {
+				break
+			}
+		}
+		rc.Close()
+	}, nil
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
 }
 
 // store is what the relay needs from a backend.
@@ -247,8 +311,12 @@ func openStore(ctx context.Context, mode, pgURL string) (store, func(), error) {
 		return st, func() { st.Close(); os.RemoveAll(dir) }, nil
 	case "postgres":
 		return openPostgres(ctx, pgURL)
+	case "memory":
+		// Not a deployment: it tells the request path's cost from the
+		// store's.
+		return memory.New(), func() {}, nil
 	}
-	return nil, nil, fmt.Errorf("unknown -mode %q (embedded or postgres)", mode)
+	return nil, nil, fmt.Errorf("unknown -mode %q (embedded, postgres or memory)", mode)
 }
 
 // openPostgres creates relay_loadtest_<random> on the server at base (a
@@ -269,9 +337,7 @@ func openPostgres(ctx context.Context, base string) (store, func(), error) {
 		return nil, nil, fmt.Errorf("postgres: %w", err)
 	}
 	defer admin.Close(context.Background())
-	var b [6]byte
-	_, _ = rand.Read(b[:])
-	name := "relay_loadtest_" + hex.EncodeToString(b[:])
+	name := "relay_loadtest_" + randomHex(6)
 	if _, err := admin.Exec(ctx, "CREATE DATABASE "+name+" TEMPLATE template0"); err != nil {
 		return nil, nil, fmt.Errorf("postgres: %w", err)
 	}
