@@ -475,6 +475,8 @@ func TestRelayErrors(t *testing.T) {
 		{"disabled key", "/v1/messages", ok, disabled, 403, "permission_error"},
 		{"expired key", "/v1/messages", ok, expired, 403, "permission_error"},
 		{"model not allowed", "/v1/messages", ok, limited, 403, "permission_error"},
+		{"model not allowed, escaped key", "/v1/messages", `{"mod\u0065l":"claude-sonnet-4-5","max_tokens":10}`, limited, 403, "permission_error"},
+		{"two models", "/v1/messages", `{"model":"claude-opus-4-5","model":"claude-sonnet-4-5","max_tokens":10}`, limited, 400, "invalid_request_error"},
 		{"not json", "/v1/messages", `hello`, e.key, 400, "invalid_request_error"},
 		{"not an object", "/v1/messages", `[1]`, e.key, 400, "invalid_request_error"},
 		{"no model", "/v1/messages", `{"max_tokens":10}`, e.key, 400, "invalid_request_error"},

@@ -1,7 +1,8 @@
 package upstream
 
 import (
-	"bytes"
+	"github.com/relaystation/relay/internal/sniff"
+
 	"encoding/json"
 	"path"
 	"strings"
@@ -66,51 +67,13 @@ func servesModel(globs []glob, modelMap map[string]string, model string) bool {
 // upstream reads the same model.
 func rewriteModel(body []byte, to string) ([]byte, bool) {
 	var spans [][2]int
-	i := jsonSpace(body, 0)
-	if i >= len(body) || body[i] != '{' {
+	err := sniff.Walk(body, func(key, val []byte, at int) {
+		if val[0] == '"' && sniff.Key(key) == "model" {
+			spans = append(spans, [2]int{at, at + len(val)})
+		}
+	})
+	if err != nil {
 		return body, false
-	}
-	i++
-	for {
-		i = jsonSpace(body, i)
-		if i >= len(body) {
-			return body, false
-		}
-		if body[i] == '}' {
-			break
-		}
-		if body[i] != '"' {
-			return body, false
-		}
-		kEnd, ok := jsonString(body, i)
-		if !ok {
-			return body, false
-		}
-		key := body[i:kEnd]
-		i = jsonSpace(body, kEnd)
-		if i >= len(body) || body[i] != ':' {
-			return body, false
-		}
-		i = jsonSpace(body, i+1)
-		vEnd, ok := jsonValue(body, i)
-		if !ok {
-			return body, false
-		}
-		if body[i] == '"' && isModelKey(key) {
-			spans = append(spans, [2]int{i, vEnd})
-		}
-		i = jsonSpace(body, vEnd)
-		if i >= len(body) {
-			return body, false
-		}
-		if body[i] == ',' {
-			i++
-			continue
-		}
-		if body[i] != '}' {
-			return body, false
-		}
-		break
 	}
 	if len(spans) == 0 {
 		return body, false
@@ -127,79 +90,4 @@ func rewriteModel(body []byte, to string) ([]byte, bool) {
 		prev = s[1]
 	}
 	return append(out, body[prev:]...), true
-}
-
-// isModelKey reports whether a quoted key decodes to "model" (escapes
-// such as "mod\u0065l" included: the upstream's parser decodes them).
-func isModelKey(quoted []byte) bool {
-	if bytes.Equal(quoted, []byte(`"model"`)) {
-		return true
-	}
-	if bytes.IndexByte(quoted, '\\') < 0 {
-		return false
-	}
-	var s string
-	return json.Unmarshal(quoted, &s) == nil && s == "model"
-}
-
-func jsonSpace(b []byte, i int) int {
-	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
-		i++
-	}
-	return i
-}
-
-// jsonString returns the index just past the string that starts at
-// b[i] == '"'.
-func jsonString(b []byte, i int) (int, bool) {
-	for i++; i < len(b); i++ {
-		switch b[i] {
-		case '\\':
-			i++
-		case '"':
-			return i + 1, true
-		}
-	}
-	return 0, false
-}
-
-// jsonValue returns the index just past the value that starts at b[i]:
-// a string, an object or array (nesting tracked, strings skipped whole),
-// or a literal.
-func jsonValue(b []byte, i int) (int, bool) {
-	if i >= len(b) {
-		return 0, false
-	}
-	switch b[i] {
-	case '"':
-		return jsonString(b, i)
-	case '{', '[':
-		depth := 0
-		for ; i < len(b); i++ {
-			switch b[i] {
-			case '"':
-				end, ok := jsonString(b, i)
-				if !ok {
-					return 0, false
-				}
-				i = end - 1
-			case '{', '[':
-				depth++
-			case '}', ']':
-				if depth--; depth == 0 {
-					return i + 1, true
-				}
-			}
-		}
-		return 0, false
-	}
-	start := i
-	for i < len(b) {
-		switch b[i] {
-		case ',', '}', ']', ' ', '\t', '\n', '\r':
-			return i, i > start
-		}
-		i++
-	}
-	return i, i > start
 }

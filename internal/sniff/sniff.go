@@ -32,52 +32,19 @@ var (
 	ErrNotObject = errors.New("request body must be a JSON object")
 )
 
-// Parse sniffs body. It fails only when body is not a JSON object (or is
-// cut off); missing fields are left zero for the caller to judge.
+// Parse sniffs body. It fails when body is not a JSON object (or is cut
+// off), and when "model" appears twice: parsers disagree on which of two
+// duplicate keys wins, so a body that says two models could pass the
+// relay's model check with one and reach the upstream with the other.
+// Keys are compared decoded ("mod\u0065l" is "model"), as the upstream's
+// parser reads them. Missing fields are left zero for the caller to judge.
 func Parse(body []byte) (Request, error) {
 	var req Request
-	i := skipSpace(body, 0)
-	if i >= len(body) {
-		return req, ErrNotJSON
-	}
-	if body[i] != '{' {
-		if body[i] == '[' || body[i] == '"' || body[i] == 't' || body[i] == 'f' || body[i] == 'n' || body[i] == '-' || (body[i] >= '0' && body[i] <= '9') {
-			return req, ErrNotObject
-		}
-		return req, ErrNotJSON
-	}
-	i++
-	for {
-		i = skipSpace(body, i)
-		if i >= len(body) {
-			return req, ErrNotJSON
-		}
-		if body[i] == '}' {
-			if j := skipSpace(body, i+1); j != len(body) {
-				return req, ErrNotJSON
-			}
-			return req, nil
-		}
-		if body[i] != '"' {
-			return req, ErrNotJSON
-		}
-		kEnd, ok := skipString(body, i)
-		if !ok {
-			return req, ErrNotJSON
-		}
-		key := body[i+1 : kEnd-1]
-		i = skipSpace(body, kEnd)
-		if i >= len(body) || body[i] != ':' {
-			return req, ErrNotJSON
-		}
-		i = skipSpace(body, i+1)
-		vEnd, ok := skipValue(body, i)
-		if !ok {
-			return req, ErrNotJSON
-		}
-		val := body[i:vEnd]
-		switch string(key) {
+	models := 0
+	err := Walk(body, func(key []byte, val []byte, _ int) {
+		switch Key(key) {
 		case "model":
+			models++
 			if val[0] == '"' {
 				req.Model = unquote(val)
 			}
@@ -97,16 +64,90 @@ func Parse(body []byte) (Request, error) {
 				}
 			}
 		}
+	})
+	if err != nil {
+		return Request{}, err
+	}
+	if models > 1 {
+		return Request{}, ErrDuplicateModel
+	}
+	return req, nil
+}
+
+// ErrDuplicateModel: the body has more than one top-level "model".
+var ErrDuplicateModel = errors.New("model: the field appears more than once")
+
+// Key returns a quoted JSON key decoded ("mod\u0065l" is "model"). Keys
+// without escapes, nearly all, are not allocated for by the comparison a
+// caller makes with the result.
+func Key(quoted []byte) string {
+	if len(quoted) < 2 {
+		return ""
+	}
+	if bytes.IndexByte(quoted, '\\') < 0 {
+		return string(quoted[1 : len(quoted)-1])
+	}
+	var s string
+	if json.Unmarshal(quoted, &s) != nil {
+		return ""
+	}
+	return s
+}
+
+// Walk calls visit for each top-level member of the JSON object body,
+// with the member's quoted key, its raw value and the value's offset in
+// body. It checks only as much syntax as it needs to find the members.
+func Walk(body []byte, visit func(key, val []byte, at int)) error {
+	i := skipSpace(body, 0)
+	if i >= len(body) {
+		return ErrNotJSON
+	}
+	if body[i] != '{' {
+		if body[i] == '[' || body[i] == '"' || body[i] == 't' || body[i] == 'f' || body[i] == 'n' || body[i] == '-' || (body[i] >= '0' && body[i] <= '9') {
+			return ErrNotObject
+		}
+		return ErrNotJSON
+	}
+	i++
+	for {
+		i = skipSpace(body, i)
+		if i >= len(body) {
+			return ErrNotJSON
+		}
+		if body[i] == '}' {
+			if j := skipSpace(body, i+1); j != len(body) {
+				return ErrNotJSON
+			}
+			return nil
+		}
+		if body[i] != '"' {
+			return ErrNotJSON
+		}
+		kEnd, ok := skipString(body, i)
+		if !ok {
+			return ErrNotJSON
+		}
+		key := body[i:kEnd]
+		i = skipSpace(body, kEnd)
+		if i >= len(body) || body[i] != ':' {
+			return ErrNotJSON
+		}
+		i = skipSpace(body, i+1)
+		vEnd, ok := skipValue(body, i)
+		if !ok {
+			return ErrNotJSON
+		}
+		visit(key, body[i:vEnd], i)
 		i = skipSpace(body, vEnd)
 		if i >= len(body) {
-			return req, ErrNotJSON
+			return ErrNotJSON
 		}
 		switch body[i] {
 		case ',':
 			i++
 		case '}':
 		default:
-			return req, ErrNotJSON
+			return ErrNotJSON
 		}
 	}
 }
