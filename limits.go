@@ -83,16 +83,57 @@ func (rl *Relay) reserve(ctx context.Context, k *keys.Key, model string, body []
 	return res, nil
 }
 
+// settleJob is a reservation to settle with a request's real usage.
+type settleJob struct {
+	res       quota.Reservation
+	actual    quota.Actual
+	requestID string
+}
+
 // settleQuota replaces a reservation by the request's real usage. It runs
 // detached from the request's context: a client that left still pays.
-func (rl *Relay) settleQuota(ctx context.Context, res quota.Reservation, rec *usage.Record) {
+//
+// With the in-process limiter it settles at once (half a microsecond).
+// With a remote one (Redis) the settle is handed to background workers:
+// the client already has its whole answer, and its keep-alive connection
+// should not wait a round trip for the relay's bookkeeping. The budgets
+// are then exact a moment later; a full queue settles inline instead, so
+// nothing is ever skipped, and Close drains the queue.
+func (rl *Relay) settleQuota(res quota.Reservation, rec *usage.Record) {
 	u := rec.Usage
-	err := rl.limiter.Settle(context.WithoutCancel(ctx), res, quota.Actual{
+	job := settleJob{res: res, requestID: rec.RequestID, actual: quota.Actual{
 		Input: u.InputTokens, Output: u.OutputTokens, CacheCreation: u.CacheCreationInputTokens, CacheRead: u.CacheReadInputTokens,
 		CostMicros: quota.Micros(rec.CostUSD),
-	})
-	if err != nil {
-		rl.log.Warn("settling a quota reservation failed", "request_id", rec.RequestID, "key_id", rec.KeyID, "error", err)
+	}}
+	if rl.settles != nil {
+		select {
+		case rl.settles <- job:
+			return
+		default:
+		}
+	}
+	rl.settle1(job)
+}
+
+func (rl *Relay) settle1(job settleJob) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := rl.limiter.Settle(ctx, job.res, job.actual); err != nil {
+		rl.log.Warn("settling a quota reservation failed", "request_id", job.requestID, "key_id", job.res.KeyID, "error", err)
+	}
+}
+
+// startSettlers runs the background settle workers of a remote limiter.
+func (rl *Relay) startSettlers(n int) {
+	rl.settles = make(chan settleJob, 4096)
+	for range n {
+		rl.settlers.Add(1)
+		go func() {
+			defer rl.settlers.Done()
+			for job := range rl.settles {
+				rl.settle1(job)
+			}
+		}()
 	}
 }
 

@@ -495,7 +495,7 @@ func (rl *Relay) record(a *attempt, info *middleware.Info) {
 	a.rec.CostUSD = rl.cost(&a.rec)
 	info.InputTokens, info.OutputTokens = a.rec.Usage.TotalInput(), a.rec.Usage.OutputTokens
 	if a.reserved {
-		rl.settleQuota(context.Background(), a.res, &a.rec)
+		rl.settleQuota(a.res, &a.rec)
 		a.reserved = false
 	}
 	rl.metrics.record(&a.rec, rl.modelLabel(a.rec.Model))

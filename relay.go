@@ -164,6 +164,8 @@ type Relay struct {
 	admin    http.Handler
 	metrics  *metrics
 	limiter  quota.Limiter
+	settles  chan settleJob // background settles of a remote limiter; nil: inline
+	settlers sync.WaitGroup
 	quotaCfg quota.Config
 	tiers    quota.Tiers
 	pricing  *usage.Pricing
@@ -239,6 +241,10 @@ func New(cfg Config) (_ *Relay, err error) {
 			if rl.recorder != nil {
 				_ = rl.recorder.Close(context.Background())
 			}
+			if rl.settles != nil {
+				close(rl.settles)
+				rl.settlers.Wait()
+			}
 		}
 	}()
 	rl.pool, err = upstream.NewPool(upstream.PoolConfig{
@@ -298,6 +304,9 @@ func New(cfg Config) (_ *Relay, err error) {
 	}
 	if rl.limiter = cfg.Limiter; rl.limiter == nil {
 		rl.limiter = quota.NewMemory(rl.quotaCfg)
+	}
+	if _, inProcess := rl.limiter.(*quota.Memory); !inProcess {
+		rl.startSettlers(4)
 	}
 	if rl.pricing = cfg.Pricing; rl.pricing == nil {
 		rl.pricing = usage.DefaultPricing()
@@ -446,6 +455,10 @@ func (rl *Relay) Close(ctx context.Context) error {
 		// short deadline rather than lose them.
 		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 		defer cancel()
+		if rl.settles != nil {
+			close(rl.settles) // every request has returned: no more settles
+			rl.settlers.Wait()
+		}
 		rl.closeErr = errors.Join(rl.recorder.Close(wctx), rl.keys.Close(wctx))
 		rl.pool.Close()
 		rl.stopAll()
