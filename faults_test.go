@@ -36,40 +36,6 @@ import (
 // Redis going away under load. After each, the relay serves, no goroutine
 // is left behind, no usage record is lost and the quotas are right.
 
-// checkGoroutines fails t if, once everything the test started is closed,
-// more goroutines run than when it began. Call it first in a test: its
-// cleanup then runs last, after the test's servers and relays are closed.
-// Goroutines wind down asynchronously (a closed connection's reader), so
-// the count is polled until a deadline, with a little slack for the
-// runtime's and the libraries' own lazily started goroutines.
-func checkGoroutines(t *testing.T) {
-	t.Helper()
-	const slack = 2
-	closeIdle()
-	before := runtime.NumGoroutine()
-	t.Cleanup(func() {
-		deadline := time.Now().Add(10 * time.Second)
-		for {
-			closeIdle()
-			n := runtime.NumGoroutine()
-			if n <= before+slack {
-				return
-			}
-			if time.Now().After(deadline) {
-				buf := make([]byte, 4<<20)
-				buf = buf[:runtime.Stack(buf, true)]
-				t.Errorf("goroutine leak: %d goroutines before the test, %d after everything was closed\n%s", before, n, buf)
-				return
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-	})
-}
-
-func closeIdle() {
-	http.DefaultTransport.(*http.Transport).CloseIdleConnections()
-}
-
 // waitFor polls cond until it holds, failing t after d.
 func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 	t.Helper()
@@ -287,7 +253,7 @@ func (h hugeMessage) writeTo(w io.Writer) error {
 // relay and client) allocates much less than the body while it passes;
 // and the usage, which comes last, is read.
 func TestHugeUpstreamBody(t *testing.T) {
-	checkGoroutines(t)
+	testenv.CheckGoroutines(t)
 	huge := hugeMessage{size: 64 << 20}
 	var served atomic.Int64
 	var small []byte
@@ -352,7 +318,7 @@ func TestHugeUpstreamBody(t *testing.T) {
 // with the exact usage recorded, and without the relay keeping it: the
 // whole process allocates less than the stream's size.
 func TestLongStream(t *testing.T) {
-	checkGoroutines(t)
+	testenv.CheckGoroutines(t)
 	const deltas = 40_000
 	text := strings.Repeat("token ", deltas)
 	e := newEnv(t, upstreamtest.Config{Text: text, Deltas: deltas, PingEvery: 100, DontRecord: true})
@@ -394,7 +360,7 @@ func TestLongStream(t *testing.T) {
 // reservation TTL many times over keeps its concurrency slot (the relay
 // renews it), and frees it when it ends.
 func TestLongStreamKeepsItsReservation(t *testing.T) {
-	checkGoroutines(t)
+	testenv.CheckGoroutines(t)
 	// Renewed every ttl/3: a margin of 2/3 ttl for a late timer under -race.
 	const ttl = 500 * time.Millisecond
 	e := newEnv(t, upstreamtest.Config{Deltas: 25, EventDelay: 100 * time.Millisecond}, func(c *relay.Config) {
@@ -454,7 +420,7 @@ func TestUpstreamFaultsLeaveNothing(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			checkGoroutines(t)
+			testenv.CheckGoroutines(t)
 			e := newEnv(t, upstreamtest.Config{Deltas: 8}, func(c *relay.Config) {
 				c.Retry.Attempts = 1
 				if tt.cfg != nil {
@@ -496,7 +462,7 @@ func TestUpstreamFaultsLeaveNothing(t *testing.T) {
 // once, cost the relay nothing once it is closed: every stream recorded as
 // 499, no goroutine left.
 func TestClientGoneLeavesNothing(t *testing.T) {
-	checkGoroutines(t)
+	testenv.CheckGoroutines(t)
 	e := newEnv(t, upstreamtest.Config{Deltas: 50, EventDelay: 20 * time.Millisecond, DontRecord: true})
 	const clients = 10
 	var wg sync.WaitGroup
@@ -541,7 +507,7 @@ func TestClientGoneLeavesNothing(t *testing.T) {
 // the usage records wait in the spool and reach the store after, each
 // exactly once; the token budget counted every request once.
 func TestPostgresOutageUnderLoad(t *testing.T) {
-	checkGoroutines(t)
+	testenv.CheckGoroutines(t)
 	dsn, pg := testenv.PostgresProxy(t)
 	ctx := context.Background()
 	store, err := postgres.Open(ctx, dsn)
@@ -807,7 +773,7 @@ func waitStored(t *testing.T, store *memory.Store, n int64, insts []*limitedRela
 // enforced per instance (fail open), both relays go back to Redis after
 // it returns, and the RPM Redis counted before the outage still holds.
 func TestRedisOutageUnderLoad(t *testing.T) {
-	checkGoroutines(t)
+	testenv.CheckGoroutines(t)
 	redisURL, prefix, rp := testenv.RedisProxy(t)
 	store := memory.New()
 	fake := upstreamtest.New(upstreamtest.Config{APIKey: upstreamKey, DontRecord: true})
@@ -865,7 +831,7 @@ func TestRedisOutageUnderLoad(t *testing.T) {
 // 503 overloaded_error while Redis is away, and served again once it is
 // back.
 func TestRedisOutageFailClosed(t *testing.T) {
-	checkGoroutines(t)
+	testenv.CheckGoroutines(t)
 	redisURL, prefix, rp := testenv.RedisProxy(t)
 	store := memory.New()
 	fake := upstreamtest.New(upstreamtest.Config{APIKey: upstreamKey, DontRecord: true})

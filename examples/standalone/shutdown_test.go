@@ -6,46 +6,16 @@ import (
 	"encoding/json"
 	"net/http"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/relaystation/relay/internal/testenv"
 	"github.com/relaystation/relay/storage/sqlite"
 	"github.com/relaystation/relay/upstream/upstreamtest"
 	"github.com/relaystation/relay/usage"
 )
-
-// checkGoroutines fails t if, once everything the test started is closed,
-// more goroutines run than when it began. Call it first: its cleanup runs
-// last. The count is polled until a deadline (a closed connection's reader
-// ends asynchronously), with a little slack for lazily started runtime
-// and library goroutines.
-func checkGoroutines(t *testing.T) {
-	t.Helper()
-	const slack = 2
-	closeIdle := http.DefaultTransport.(*http.Transport).CloseIdleConnections
-	closeIdle()
-	before := runtime.NumGoroutine()
-	t.Cleanup(func() {
-		deadline := time.Now().Add(10 * time.Second)
-		for {
-			closeIdle()
-			n := runtime.NumGoroutine()
-			if n <= before+slack {
-				return
-			}
-			if time.Now().After(deadline) {
-				buf := make([]byte, 4<<20)
-				buf = buf[:runtime.Stack(buf, true)]
-				t.Errorf("goroutine leak: %d goroutines before the test, %d after everything was closed\n%s", before, n, buf)
-				return
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-	})
-}
 
 // mintKey logs in to the admin API and creates a key.
 func mintKey(t *testing.T, base, password string) (id, key string) {
@@ -153,7 +123,7 @@ func shutdownEnv(fakeURL, dir string) map[string]string {
 // signal.NotifyContext delivers it) while streams run: every stream
 // completes, run returns nil, and every stream's usage is on disk.
 func TestShutdownDuringStreams(t *testing.T) {
-	checkGoroutines(t)
+	testenv.CheckGoroutines(t)
 	fake := upstreamtest.New(upstreamtest.Config{APIKey: "sk-ant-real", Deltas: 10, EventDelay: 100 * time.Millisecond})
 	t.Cleanup(fake.Close)
 	dir := t.TempDir()
@@ -193,7 +163,7 @@ func TestShutdownDuringStreams(t *testing.T) {
 // the streams, run still returns (nil) soon after the grace; the streams
 // are cut, and each is recorded as cut by the shutdown, none lost.
 func TestShutdownGraceShorterThanStreams(t *testing.T) {
-	checkGoroutines(t)
+	testenv.CheckGoroutines(t)
 	fake := upstreamtest.New(upstreamtest.Config{APIKey: "sk-ant-real", Deltas: 100, EventDelay: 100 * time.Millisecond})
 	t.Cleanup(fake.Close)
 	dir := t.TempDir()
