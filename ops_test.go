@@ -188,3 +188,12 @@ func TestAdminLimits(t *testing.T) {
 		t.Errorf("admin usage: %d %s", a.status, a.body)
 	}
 }
+
+func TestClientIPHeader(t *testing.T) {
+	e := newEnv(t, upstreamtest.Config{}, func(c *relay.Config) { c.ClientIPHeader = "X-Forwarded-For" })
+	e.post("/v1/messages", `{"model":"claude-sonnet-4-5","max_tokens":1}`, e.key, "x-forwarded-for", "198.51.100.1, 203.0.113.9")
+	e.waitTotals(e.keyID, 1)
+	if rec := e.records(e.keyID)[0]; rec.ClientIP != "203.0.113.9" {
+		t.Errorf("client ip %q", rec.ClientIP)
+	}
+}

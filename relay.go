@@ -119,6 +119,12 @@ type Config struct {
 	// no spool: records then wait in memory (bounded), and a long outage
 	// can drop some. The standalone server uses RELAY_DATA_DIR/spool.
 	SpoolDir string
+	// ClientIPHeader names the header a trusted load balancer or reverse
+	// proxy puts the client's address in (X-Forwarded-For, X-Real-Ip).
+	// Set it only when every request passes through such a proxy: usage
+	// records, the admin login limiter and the access log then name the
+	// client. Empty means the connection's address.
+	ClientIPHeader string
 	// BodyReadTimeout bounds the time to read a request body, so a client
 	// that sends slowly cannot hold a connection and a buffer forever.
 	// Zero means 2 minutes (enough for 32 MiB over a slow link).
@@ -355,6 +361,7 @@ func (rl *Relay) wrap(h http.Handler) http.Handler {
 	h = rl.track(h)
 	h = middleware.Recover(rl.log)(h)
 	h = middleware.AccessLog(rl.log)(h)
+	h = middleware.RealIP(rl.cfg.ClientIPHeader)(h)
 	return middleware.RequestID(h)
 }
 

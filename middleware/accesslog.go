@@ -2,6 +2,7 @@ package middleware
 
 import (
 	"log/slog"
+	"net"
 	"net/http"
 	"time"
 )
@@ -31,6 +32,7 @@ func AccessLog(logger *slog.Logger) func(http.Handler) http.Handler {
 				slog.String("request_id", info.RequestID),
 				slog.String("method", r.Method),
 				slog.String("path", r.URL.Path),
+				slog.String("client", clientHost(r)),
 				slog.Int("status", status),
 				slog.Int64("bytes", rw.bytes),
 				slog.Duration("latency", time.Since(info.Start)),
@@ -53,4 +55,11 @@ func AccessLog(logger *slog.Logger) func(http.Handler) http.Handler {
 			logger.LogAttrs(r.Context(), slog.LevelInfo, "request", attrs...)
 		})
 	}
+}
+
+func clientHost(r *http.Request) string {
+	if host, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
+		return host
+	}
+	return r.RemoteAddr
 }

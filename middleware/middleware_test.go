@@ -156,3 +156,25 @@ func TestRequestIDsSortByTime(t *testing.T) {
 		seen[id], prev = true, id
 	}
 }
+
+func TestRealIP(t *testing.T) {
+	var got string
+	h := middleware.RealIP("X-Forwarded-For")(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { got = r.RemoteAddr }))
+	for _, tt := range []struct{ xff, want string }{
+		{"", "10.0.0.9:5555"},
+		{"203.0.113.7", "203.0.113.7:0"},
+		{"1.2.3.4, 203.0.113.7", "203.0.113.7:0"}, // the client's own claim is ignored
+		{"2001:db8::1", "[2001:db8::1]:0"},
+		{"not-an-ip", "10.0.0.9:5555"},
+	} {
+		req := httptest.NewRequest("GET", "/", nil)
+		req.RemoteAddr = "10.0.0.9:5555"
+		if tt.xff != "" {
+			req.Header.Set("X-Forwarded-For", tt.xff)
+		}
+		h.ServeHTTP(httptest.NewRecorder(), req)
+		if got != tt.want {
+			t.Errorf("X-Forwarded-For %q: RemoteAddr %q, want %q", tt.xff, got, tt.want)
+		}
+	}
+}

@@ -48,6 +48,7 @@ type config struct {
 	ListenAddr        string        `yaml:"listen_addr"`          // LISTEN_ADDR
 	DataDir           string        `yaml:"data_dir"`             // RELAY_DATA_DIR
 	PublicURL         string        `yaml:"public_url"`           // RELAY_PUBLIC_URL
+	ClientIPHeader    string        `yaml:"client_ip_header"`     // CLIENT_IP_HEADER
 	MaxBodyBytes      int64         `yaml:"max_body_bytes"`       // MAX_BODY_BYTES
 	ShutdownGrace     time.Duration `yaml:"shutdown_grace"`       // SHUTDOWN_GRACE
 	ReadHeaderTimeout time.Duration `yaml:"read_header_timeout"`  // READ_HEADER_TIMEOUT
@@ -102,7 +103,7 @@ var envVars = []string{
 	"RELAY_CONFIG", "UPSTREAM_API_KEY", "UPSTREAM_BASE_URL", "UPSTREAM_AUTH",
 	"ADMIN_USERNAME", "ADMIN_PASSWORD", "ADMIN_PASSWORD_HASH", "ADMIN_TOKEN_TTL", "SECRET_KEY", "BCRYPT_COST",
 	"DATABASE_URL", "REDIS_URL", "REDIS_PREFIX", "RELAY_AUTO_MIGRATE",
-	"LISTEN_ADDR", "RELAY_DATA_DIR", "RELAY_PUBLIC_URL", "MAX_BODY_BYTES", "SHUTDOWN_GRACE", "READ_HEADER_TIMEOUT", "USAGE_RETENTION_DAYS",
+	"LISTEN_ADDR", "RELAY_DATA_DIR", "RELAY_PUBLIC_URL", "CLIENT_IP_HEADER", "MAX_BODY_BYTES", "SHUTDOWN_GRACE", "READ_HEADER_TIMEOUT", "USAGE_RETENTION_DAYS",
 	"LOG_FORMAT", "LOG_LEVEL",
 	"RELAY_TIMEZONE", "QUOTA_OUTPUT_CAP", "QUOTA_COUNTED", "QUOTA_RATE_COUNTED", "QUOTA_FAIL_CLOSED", "RATE_LIMIT_HEADERS",
 }
@@ -196,6 +197,7 @@ func (c *config) applyEnv(getenv func(string) string) error {
 	str("LISTEN_ADDR", &c.ListenAddr)
 	str("RELAY_DATA_DIR", &c.DataDir)
 	str("RELAY_PUBLIC_URL", &c.PublicURL)
+	str("CLIENT_IP_HEADER", &c.ClientIPHeader)
 	str("RELAY_TIMEZONE", &c.Quota.Timezone)
 
 	type parser struct {

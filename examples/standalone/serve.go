@@ -17,6 +17,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/relaystation/relay"
+	"github.com/relaystation/relay/middleware"
 	"github.com/relaystation/relay/quota"
 	redisstore "github.com/relaystation/relay/storage/redis"
 )
@@ -78,7 +79,7 @@ func serve(ctx context.Context, getenv func(string) string, stdout, stderr io.Wr
 		Secret: secret, AdminUsername: c.AdminUsername, AdminPassword: pw, AdminPasswordHash: pwHash,
 		AdminTokenTTL: c.AdminTokenTTL, BcryptCost: c.BcryptCost,
 		Tiers: c.Tiers, Quota: qcfg, NoLimitHeaders: c.NoLimitHeaders, Pricing: c.pricing(),
-		MaxBodyBytes: c.MaxBodyBytes, PublicURL: c.PublicURL,
+		MaxBodyBytes: c.MaxBodyBytes, PublicURL: c.PublicURL, ClientIPHeader: c.ClientIPHeader,
 		SpoolDir:  filepath.Join(c.DataDir, "spool"),
 		Retention: time.Duration(c.RetentionDays) * 24 * time.Hour,
 		Logger:    log, Registerer: reg,
@@ -119,7 +120,7 @@ func serve(ctx context.Context, getenv func(string) string, stdout, stderr io.Wr
 	}
 
 	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.Handle("/metrics", middleware.RequestID(promhttp.HandlerFor(reg, promhttp.HandlerOpts{})))
 	mux.Handle("/", rl.Handler())
 	srv := &http.Server{
 		Handler:           mux,
