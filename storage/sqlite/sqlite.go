@@ -126,7 +126,7 @@ func OpenWith(ctx context.Context, path string, opts Options) (_ *Store, err err
 	s.write.SetMaxIdleConns(1)
 	s.write.SetConnMaxLifetime(0) // an in-memory database dies with its connection
 	s.write.SetConnMaxIdleTime(0)
-	if err := s.write.PingContext(ctx); err != nil {
+	if err := pingBusy(ctx, s.write, busy); err != nil {
 		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
 	}
 
@@ -166,6 +166,25 @@ func OpenWith(ctx context.Context, path string, opts Options) (_ *Store, err err
 		}
 	}
 	return s, nil
+}
+
+// pingBusy opens the first connection, retrying while another process
+// holds the lock: switching a new file to WAL takes an exclusive lock for
+// which SQLite does not always call the busy handler, so two processes
+// opening one new database at once can see SQLITE_BUSY straight away.
+func pingBusy(ctx context.Context, db *sql.DB, busy time.Duration) error {
+	deadline := time.Now().Add(busy) // as long as busy_timeout would wait
+	var err error
+	for wait := 5 * time.Millisecond; ; wait = min(wait*2, 200*time.Millisecond) {
+		if err = db.PingContext(ctx); err == nil || !strings.Contains(err.Error(), "SQLITE_BUSY") || time.Now().After(deadline) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(wait):
+		}
+	}
 }
 
 // dsn builds a modernc.org/sqlite data source name. A file path becomes a
