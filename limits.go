@@ -124,16 +124,54 @@ func (rl *Relay) settle1(job settleJob) {
 }
 
 // startSettlers runs the background settle workers of a remote limiter.
+// A worker takes whatever settles wait (up to 64) and, when the limiter
+// can, settles them in one round trip.
 func (rl *Relay) startSettlers(n int) {
 	rl.settles = make(chan settleJob, 4096)
+	batcher, _ := rl.limiter.(quota.BatchSettler)
 	for range n {
 		rl.settlers.Add(1)
 		go func() {
 			defer rl.settlers.Done()
+			batch := make([]settleJob, 0, 64)
 			for job := range rl.settles {
-				rl.settle1(job)
+				batch = append(batch[:0], job)
+			more:
+				for len(batch) < cap(batch) {
+					select {
+					case j, ok := <-rl.settles:
+						if !ok {
+							break more
+						}
+						batch = append(batch, j)
+					default:
+						break more
+					}
+				}
+				if batcher == nil || len(batch) == 1 {
+					for _, j := range batch {
+						rl.settle1(j)
+					}
+					continue
+				}
+				rl.settleBatch(batcher, batch)
 			}
 		}()
+	}
+}
+
+func (rl *Relay) settleBatch(b quota.BatchSettler, batch []settleJob) {
+	rs := make([]quota.Reservation, len(batch))
+	as := make([]quota.Actual, len(batch))
+	for i, j := range batch {
+		rs[i], as[i] = j.res, j.actual
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for i, err := range b.SettleMany(ctx, rs, as) {
+		if err != nil {
+			rl.log.Warn("settling a quota reservation failed", "request_id", batch[i].requestID, "key_id", batch[i].res.KeyID, "error", err)
+		}
 	}
 }
 

@@ -175,6 +175,47 @@ func (f *Failover) Settle(ctx context.Context, r Reservation, actual Actual) err
 	return f.finish(ctx, r, func(l Limiter, r Reservation) error { return l.Settle(ctx, r, actual) })
 }
 
+// BatchSettler is implemented by limiters that can settle several
+// reservations in one round trip (storage/redis.Limiter).
+type BatchSettler interface {
+	SettleMany(ctx context.Context, rs []Reservation, actuals []Actual) []error
+}
+
+// SettleMany settles rs, each with the limiter that made it: the
+// fallback's one by one (they are in process), the primary's in one batch
+// when it can batch.
+func (f *Failover) SettleMany(ctx context.Context, rs []Reservation, actuals []Actual) []error {
+	errs := make([]error, len(rs))
+	var pr []Reservation
+	var pa []Actual
+	var at []int
+	for i, r := range rs {
+		if _, fb := strings.CutPrefix(r.ID, FallbackPrefix); fb && f.fallback != nil {
+			errs[i] = f.Settle(ctx, r, actuals[i])
+			continue
+		}
+		pr, pa, at = append(pr, r), append(pa, actuals[i]), append(at, i)
+	}
+	if len(pr) == 0 {
+		return errs
+	}
+	b, ok := f.primary.(BatchSettler)
+	if !ok {
+		for j, r := range pr {
+			errs[at[j]] = f.Settle(ctx, r, pa[j])
+		}
+		return errs
+	}
+	f.mu.Lock()
+	epoch := f.epoch
+	f.mu.Unlock()
+	for j, err := range b.SettleMany(ctx, pr, pa) {
+		errs[at[j]] = err
+		f.failed(ctx, epoch, err)
+	}
+	return errs
+}
+
 // Release implements Limiter.
 func (f *Failover) Release(ctx context.Context, r Reservation) error {
 	return f.finish(ctx, r, func(l Limiter, r Reservation) error { return l.Release(ctx, r) })

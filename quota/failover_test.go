@@ -492,3 +492,45 @@ func TestNewFailoverPanics(t *testing.T) {
 	assert.Panics(t, func() { NewFailover(NewMemory(Config{}), nil, FailoverConfig{}) })
 	assert.NotPanics(t, func() { NewFailover(NewMemory(Config{}), nil, FailoverConfig{FailClosed: true}) })
 }
+
+// batchMemory is a Memory that also settles in batches, counting them.
+type batchMemory struct {
+	*Memory
+	batches int
+}
+
+func (b *batchMemory) SettleMany(ctx context.Context, rs []Reservation, as []Actual) []error {
+	b.batches++
+	errs := make([]error, len(rs))
+	for i, r := range rs {
+		errs[i] = b.Settle(ctx, r, as[i])
+	}
+	return errs
+}
+
+func TestFailoverSettleManyRoutes(t *testing.T) {
+	ctx := context.Background()
+	primary := &batchMemory{Memory: NewMemory(Config{})}
+	fallback := NewMemory(Config{})
+	f := NewFailover(primary, fallback, FailoverConfig{})
+	l := Limits{MaxConcurrent: 10}
+	rp, err := f.Reserve(ctx, Request{KeyID: "k", Limits: l, InputEstimate: 1, MaxTokens: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rf, err := fallback.Reserve(ctx, Request{KeyID: "k", Limits: l, InputEstimate: 1, MaxTokens: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rf.ID = FallbackPrefix + rf.ID
+	errs := f.SettleMany(ctx, []Reservation{rp, rf}, []Actual{{Input: 1}, {Input: 2}})
+	if errs[0] != nil || errs[1] != nil || primary.batches != 1 {
+		t.Fatalf("errs %v, batches %d", errs, primary.batches)
+	}
+	for _, lim := range []Limiter{primary, fallback} {
+		st, err := lim.Standing(ctx, "k", l)
+		if err != nil || st.Concurrency.Used != 0 {
+			t.Errorf("a lease was left: %+v %v", st.Concurrency, err)
+		}
+	}
+}

@@ -258,6 +258,49 @@ func (l *Limiter) end(ctx context.Context, r quota.Reservation, mode string, act
 	return nil
 }
 
+// SettleMany settles several reservations in one round trip (a
+// pipeline of the same script Settle runs), for callers that settle in
+// the background and can group them (the relay's settle workers). It
+// returns one error per reservation, nil where it was settled. A script
+// Redis lost (after a restart) is loaded again by settling that one alone.
+func (l *Limiter) SettleMany(ctx context.Context, rs []quota.Reservation, actuals []quota.Actual) []error {
+	errs := make([]error, len(rs))
+	cmds := make([]*goredis.Cmd, len(rs))
+	pipe := l.client.Pipeline()
+	now := l.rules.Now()
+	day, week, month, minute := l.windowArgs(now)
+	for i, r := range rs {
+		act, err := l.rules.Charge(actuals[i])
+		if err != nil {
+			errs[i] = err
+			continue
+		}
+		if r.KeyID == "" || r.ID == "" {
+			errs[i] = fmt.Errorf("%w: not a reservation", quota.ErrInvalid)
+			continue
+		}
+		rw := l.rules.Windows(r.At)
+		cmds[i] = l.finish.EvalSha(ctx, pipe, l.keys(r.KeyID),
+			now.UnixMilli(), day, week, month, minute, "s", r.ID,
+			r.Tokens, r.CostMicros, r.RateTokens, rw[0], rw[1], rw[2], quota.MinuteOf(r.At),
+			act.Tokens, act.CostMicros, act.RateTokens, l.stateMs)
+	}
+	_, _ = pipe.Exec(ctx) // errors are read per command below
+	for i, c := range cmds {
+		if c == nil {
+			continue
+		}
+		if err := c.Err(); err != nil {
+			if strings.HasPrefix(err.Error(), "NOSCRIPT") {
+				errs[i] = l.Settle(ctx, rs[i], actuals[i])
+				continue
+			}
+			errs[i] = fmt.Errorf("quota: redis settle: %w", err)
+		}
+	}
+	return errs
+}
+
 // Settle implements quota.Limiter in one round trip.
 func (l *Limiter) Settle(ctx context.Context, r quota.Reservation, actual quota.Actual) error {
 	act, err := l.rules.Charge(actual)

@@ -393,3 +393,42 @@ func TestLimiterMatchesMemory(t *testing.T) {
 	t.Logf("%d admitted, %d refused %v, ended at %v", admitted, refused, reasons, clock())
 	assert.Positive(t, refused)
 }
+
+// SettleMany settles as Settle does, in one round trip, and survives a
+// script flush.
+func TestLimiterSettleMany(t *testing.T) {
+	client, prefix := testClient(t)
+	lim := redisstore.NewLimiter(client, quota.Config{}, redisstore.LimiterOptions{Prefix: prefix})
+	ctx := t.Context()
+	l := quota.Limits{DailyTokens: 1_000_000, MaxConcurrent: 100}
+	for _, flush := range []bool{false, true} {
+		var one, many []quota.Reservation
+		var acts []quota.Actual
+		for i := range 20 {
+			r1, err := lim.Reserve(ctx, quota.Request{KeyID: "one", Limits: l, InputEstimate: 100, MaxTokens: 1000})
+			require.NoError(t, err)
+			r2, err := lim.Reserve(ctx, quota.Request{KeyID: "many", Limits: l, InputEstimate: 100, MaxTokens: 1000})
+			require.NoError(t, err)
+			one, many = append(one, r1), append(many, r2)
+			acts = append(acts, quota.Actual{Input: int64(10 + i), Output: 5, CacheRead: 3, CostMicros: 7})
+		}
+		for i, r := range one {
+			require.NoError(t, lim.Settle(ctx, r, acts[i]))
+		}
+		if flush {
+			require.NoError(t, client.ScriptFlush(ctx).Err())
+		}
+		for _, err := range lim.SettleMany(ctx, many, acts) {
+			require.NoError(t, err)
+		}
+		a, err := lim.Standing(ctx, "one", l)
+		require.NoError(t, err)
+		b, err := lim.Standing(ctx, "many", l)
+		require.NoError(t, err)
+		assert.Equal(t, a.DailyTokens, b.DailyTokens)
+		assert.Equal(t, a.Concurrency, b.Concurrency)
+		assert.Zero(t, b.Concurrency.Used, "every lease ended")
+	}
+	errs := lim.SettleMany(ctx, []quota.Reservation{{}}, []quota.Actual{{}})
+	assert.ErrorIs(t, errs[0], quota.ErrInvalid)
+}
