@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"mime"
 	"net/http"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -205,18 +206,26 @@ var (
 	statsParams  = []string{"tz", "top"}
 )
 
-func (u *usageRoutes) report(w http.ResponseWriter, r *http.Request) {
+// query reads the parameters the report and log routes share: only the
+// allowed ones, the time zone, and the record filter.
+func (u *usageRoutes) query(r *http.Request, allowed []string) (url.Values, *time.Location, usage.Filter, *apierror.Error) {
 	q := r.URL.Query()
-	if e := onlyParams(q, reportParams...); e != nil {
-		u.h.writeError(w, r, e)
-		return
+	if e := onlyParams(q, allowed...); e != nil {
+		return nil, nil, usage.Filter{}, e
 	}
 	loc, e := u.zone(q)
 	if e != nil {
-		u.h.writeError(w, r, e)
-		return
+		return nil, nil, usage.Filter{}, e
 	}
 	f, e := filterParams(q, loc)
+	if e != nil {
+		return nil, nil, usage.Filter{}, e
+	}
+	return q, loc, f, nil
+}
+
+func (u *usageRoutes) report(w http.ResponseWriter, r *http.Request) {
+	q, loc, f, e := u.query(r, reportParams)
 	if e != nil {
 		u.h.writeError(w, r, e)
 		return
@@ -268,17 +277,7 @@ func (u *usageRoutes) report(w http.ResponseWriter, r *http.Request) {
 }
 
 func (u *usageRoutes) logs(w http.ResponseWriter, r *http.Request) {
-	q := r.URL.Query()
-	if e := onlyParams(q, logParams...); e != nil {
-		u.h.writeError(w, r, e)
-		return
-	}
-	loc, e := u.zone(q)
-	if e != nil {
-		u.h.writeError(w, r, e)
-		return
-	}
-	f, e := filterParams(q, loc)
+	q, _, f, e := u.query(r, logParams)
 	if e != nil {
 		u.h.writeError(w, r, e)
 		return

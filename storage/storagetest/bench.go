@@ -147,3 +147,29 @@ func LoadBenchRecords(b *testing.B, s usage.Store, n, batch int) {
 	b.Logf("loaded %d records in %s (%.1f µs/record)", n, time.Since(t0).Round(time.Millisecond),
 		float64(time.Since(t0).Microseconds())/float64(n))
 }
+
+// BenchInsertRecords measures one Recorder flush of batch records into s:
+// what every request costs the usage store, reported per record.
+func BenchInsertRecords(b *testing.B, s usage.Store, batch int) {
+	ctx := context.Background()
+	t0 := time.Now()
+	recs := make([]usage.Record, batch)
+	n := 0
+	for b.Loop() {
+		for i := range recs {
+			n++
+			recs[i] = usage.Record{
+				RequestID: fmt.Sprintf("req_%012d", n), Time: t0.Add(time.Duration(n) * time.Millisecond),
+				KeyID: fmt.Sprintf("key%09d", n%50), Method: "POST", Path: "/v1/messages",
+				Model: "claude-sonnet-4-5", ResponseModel: "claude-sonnet-4-5-20250929", Stream: true, Status: 200,
+				Usage:   usage.Usage{InputTokens: 1200, OutputTokens: 350, CacheReadInputTokens: 9000, ServiceTier: "standard"},
+				CostUSD: 0.0123, Latency: 2 * time.Second, TTFT: 400 * time.Millisecond,
+				ClientIP: "203.0.113.7", UserAgent: "claude-cli/2.0.14 (external, cli)", SessionID: "3f1c2e",
+			}
+		}
+		if err := s.InsertRecords(ctx, recs); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(n), "ns/record")
+}
