@@ -45,7 +45,9 @@ type LimiterOptions struct {
 // Limiter is a quota.Limiter on Redis, shared by every relay instance
 // that uses the same Redis and prefix. Reserve, Settle, Release and Renew
 // are one round trip each (one EVALSHA, EVAL only when Redis lost the
-// script). A key's first Reserve (or its first after Redis lost its
+// script), and calls made at the same time share round trips: while two
+// are in flight, the calls that arrive wait and go together in the next
+// pipeline (see combiner). A key's first Reserve (or its first after Redis lost its
 // counters) adds three: a look whether another caller seeded it meanwhile,
 // then Seed's answer written with a create-if-missing script (the first
 // writer wins), then the Reserve again. An instance seeds a key once
@@ -67,6 +69,10 @@ type Limiter struct {
 	seeding map[string]*seedCall
 
 	reserve, finish, renew, standing, seed *goredis.Script
+
+	// comb runs Reserve, Settle, Release, Renew and Standing, sharing
+	// round trips between calls made at the same time.
+	comb combiner
 }
 
 var _ quota.Limiter = (*Limiter)(nil)
@@ -99,6 +105,7 @@ func NewLimiter(client goredis.UniversalClient, cfg quota.Config, opts LimiterOp
 		standing: goredis.NewScript(luaStanding),
 		seed:     goredis.NewScript(luaSeed),
 		seeding:  make(map[string]*seedCall),
+		comb:     combiner{client: client},
 	}
 }
 
@@ -107,16 +114,21 @@ type seedCall struct {
 	err  error
 }
 
-// keys returns the key's three Redis keys: counters, reservations,
-// expiries. A key id with braces is hex-encoded so it cannot break the
-// hash tag.
+// keys returns the key's two Redis keys: counters and reservations. A
+// key id with braces is hex-encoded so it cannot break the hash tag.
 func (l *Limiter) keys(keyID string) []string {
 	tag := keyID
 	if strings.ContainsAny(keyID, "{}") {
 		tag = "~" + hex.EncodeToString([]byte(keyID))
 	}
 	base := l.prefix + "{" + tag + "}:"
-	return []string{base + "s", base + "r", base + "e"}
+	return []string{base + "q", base + "l"}
+}
+
+// member is a reservation's name in the key's sorted set: its id and the
+// amounts it holds, so that purging an expired one needs no other lookup.
+func member(id string, tokens, costMicros int64) string {
+	return id + ":" + strconv.FormatInt(tokens, 10) + ":" + strconv.FormatInt(costMicros, 10)
 }
 
 func (l *Limiter) windowArgs(now time.Time) (int64, int64, int64, int64) {
@@ -155,13 +167,13 @@ func (l *Limiter) Reserve(ctx context.Context, req quota.Request) (quota.Reserva
 	keys := l.keys(req.KeyID)
 	id := l.idBase + strconv.FormatUint(l.seq.Add(1), 36)
 	lim := req.Limits
-	args := []any{nowMs, day, week, month, minute, id, nowMs + l.ttlMs,
+	args := []any{nowMs, day, week, month, minute, member(id, a.Tokens, a.CostMicros), nowMs + l.ttlMs,
 		a.Tokens, a.CostMicros, a.RateTokens,
 		lim.TokenLimit, lim.MonthlyTokens, lim.MonthlyCostMicros, lim.WeeklyTokens, lim.WeeklyCostMicros,
 		lim.DailyTokens, lim.DailyCostMicros, lim.RPM, lim.TPM, lim.MaxConcurrent,
 		l.stateMs}
 	for seeded := false; ; seeded = true {
-		v, err := l.reserve.Run(ctx, l.client, keys, args...).Int64Slice()
+		v, err := l.comb.run(ctx, l.reserve, keys, args...).Int64Slice()
 		if err != nil {
 			return quota.Reservation{}, fmt.Errorf("quota: redis reserve: %w", err)
 		}
@@ -244,8 +256,8 @@ func (l *Limiter) end(ctx context.Context, r quota.Reservation, mode string, act
 	now := l.rules.Now()
 	day, week, month, minute := l.windowArgs(now)
 	rw := l.rules.Windows(r.At)
-	err := l.finish.Run(ctx, l.client, l.keys(r.KeyID),
-		now.UnixMilli(), day, week, month, minute, mode, r.ID,
+	err := l.comb.run(ctx, l.finish, l.keys(r.KeyID),
+		now.UnixMilli(), day, week, month, minute, mode, member(r.ID, r.Tokens, r.CostMicros),
 		r.Tokens, r.CostMicros, r.RateTokens, rw[0], rw[1], rw[2], quota.MinuteOf(r.At),
 		act.Tokens, act.CostMicros, act.RateTokens, l.stateMs).Err()
 	if err != nil {
@@ -281,7 +293,7 @@ func (l *Limiter) SettleMany(ctx context.Context, rs []quota.Reservation, actual
 		}
 		rw := l.rules.Windows(r.At)
 		cmds[i] = l.finish.EvalSha(ctx, pipe, l.keys(r.KeyID),
-			now.UnixMilli(), day, week, month, minute, "s", r.ID,
+			now.UnixMilli(), day, week, month, minute, "s", member(r.ID, r.Tokens, r.CostMicros),
 			r.Tokens, r.CostMicros, r.RateTokens, rw[0], rw[1], rw[2], quota.MinuteOf(r.At),
 			act.Tokens, act.CostMicros, act.RateTokens, l.stateMs)
 	}
@@ -321,7 +333,7 @@ func (l *Limiter) Renew(ctx context.Context, r quota.Reservation) error {
 		return quota.ErrUnknownReservation
 	}
 	nowMs := l.rules.Now().UnixMilli()
-	n, err := l.renew.Run(ctx, l.client, l.keys(r.KeyID), nowMs, r.ID, nowMs+l.ttlMs, l.stateMs).Int64()
+	n, err := l.comb.run(ctx, l.renew, l.keys(r.KeyID), nowMs, member(r.ID, r.Tokens, r.CostMicros), nowMs+l.ttlMs, l.stateMs).Int64()
 	if err != nil {
 		return fmt.Errorf("quota: redis renew: %w", err)
 	}
@@ -340,7 +352,7 @@ func (l *Limiter) Standing(ctx context.Context, keyID string, lim quota.Limits) 
 	for seeded := false; ; seeded = true {
 		now := l.rules.Now()
 		day, week, month, minute := l.windowArgs(now)
-		v, err := l.standing.Run(ctx, l.client, keys, now.UnixMilli(), day, week, month, minute, l.stateMs).Int64Slice()
+		v, err := l.comb.run(ctx, l.standing, keys, now.UnixMilli(), day, week, month, minute, l.stateMs).Int64Slice()
 		if err != nil {
 			return quota.Standing{}, fmt.Errorf("quota: redis standing: %w", err)
 		}
