@@ -249,19 +249,46 @@ func unmarshal(data []byte, v any) bool {
 	return err == nil || errors.As(err, &typeErr)
 }
 
-func (x *StreamExtractor) messageStart(data []byte) {
-	var ev struct {
-		Message struct {
-			ID         string     `json:"id"`
-			Model      string     `json:"model"`
-			StopReason *string    `json:"stop_reason"`
-			Usage      *wireUsage `json:"usage"`
-		} `json:"message"`
+// message is what message_start says of the message.
+type message struct {
+	ID         string     `json:"id"`
+	Model      string     `json:"model"`
+	StopReason *string    `json:"stop_reason"`
+	Usage      *wireUsage `json:"usage"`
+}
+
+var (
+	eventNames   = []string{"message"}
+	messageNames = []string{"id", "model", "stop_reason", "usage"}
+)
+
+// readMessageStart reads a message_start event's data (see members.go).
+func readMessageStart(data []byte) (m message, ok bool) {
+	if !json.Valid(data) {
+		return m, false
 	}
-	if !unmarshal(data, &ev) {
+	var top [1][]byte
+	var f [4][]byte
+	if !members(data, eventNames, top[:]) || !members(top[0], messageNames, f[:]) {
+		var ev struct {
+			Message message `json:"message"`
+		}
+		return ev.Message, unmarshal(data, &ev)
+	}
+	m.ID, _ = jsonString(f[0])
+	m.Model, _ = jsonString(f[1])
+	if s, ok := jsonString(f[2]); ok {
+		m.StopReason = &s
+	}
+	m.Usage = decodeUsage(f[3])
+	return m, true
+}
+
+func (x *StreamExtractor) messageStart(data []byte) {
+	m, ok := readMessageStart(data)
+	if !ok {
 		return
 	}
-	m := &ev.Message
 	if m.ID != "" {
 		x.messageID = m.ID
 	}
@@ -303,6 +330,28 @@ func (x *StreamExtractor) messageDelta(data []byte) {
 // response body. ok is false when the body has no usage object (an error
 // body, or not JSON at all).
 func FromJSON(body []byte) (u Usage, model string, ok bool) {
+	if !json.Valid(body) {
+		return Usage{}, "", false
+	}
+	var f [2][]byte
+	if !members(body, answerNames, f[:]) {
+		return fromJSONDecode(body)
+	}
+	w := decodeUsage(f[1])
+	if w == nil {
+		return Usage{}, "", false
+	}
+	w.applyTo(&u)
+	model, _ = jsonString(f[0])
+	return u, model, true
+}
+
+var answerNames = []string{"model", "usage"}
+
+// fromJSONDecode is FromJSON by encoding/json alone: the way for
+// documents members declines, and the reference FuzzFromJSON holds the
+// fast way to.
+func fromJSONDecode(body []byte) (u Usage, model string, ok bool) {
 	var resp struct {
 		Model string     `json:"model"`
 		Usage *wireUsage `json:"usage"`

@@ -56,3 +56,26 @@ func BenchmarkStreamExtractor(b *testing.B) {
 		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/206, "ns/event")
 	})
 }
+
+// BenchmarkFromJSON reads usage from a non-streaming answer of 4 KB of
+// text (Claude Code's are tens of KB): the fast reader, and encoding/json
+// alone for comparison.
+func BenchmarkFromJSON(b *testing.B) {
+	body := []byte(`{"id":"msg_01","type":"message","role":"assistant","model":"claude-opus-4-8","content":[{"type":"text","text":"` +
+		strings.Repeat(`Here is the change you asked for, with a test. \"quoted\"\n`, 70) +
+		`"}],"stop_reason":"end_turn","stop_sequence":null,"usage":{"input_tokens":2095,"cache_creation_input_tokens":0,"cache_read_input_tokens":0,"cache_creation":{"ephemeral_5m_input_tokens":0,"ephemeral_1h_input_tokens":0},"output_tokens":503,"service_tier":"standard"}}`)
+	for _, bm := range []struct {
+		name string
+		fn   func([]byte) (Usage, string, bool)
+	}{{"members", FromJSON}, {"encoding_json", fromJSONDecode}} {
+		b.Run(bm.name, func(b *testing.B) {
+			b.ReportAllocs()
+			b.SetBytes(int64(len(body)))
+			for b.Loop() {
+				if _, _, ok := bm.fn(body); !ok {
+					b.Fatal("no usage")
+				}
+			}
+		})
+	}
+}

@@ -56,3 +56,52 @@ func FuzzScanString(f *testing.F) {
 		}
 	})
 }
+
+// FuzzFromJSON holds the fast readers of members.go to encoding/json:
+// FromJSON to fromJSONDecode, and message_start's reader to a whole
+// decode, on any input.
+func FuzzFromJSON(f *testing.F) {
+	for _, s := range []string{
+		`{"id":"msg_1","type":"message","role":"assistant","model":"claude-opus-4-8","content":[{"type":"text","text":"hi \"usage\": {}"}],"stop_reason":"end_turn","usage":{"input_tokens":25,"cache_creation_input_tokens":30,"cache_read_input_tokens":40,"output_tokens":15,"cache_creation":{"ephemeral_5m_input_tokens":10,"ephemeral_1h_input_tokens":20},"server_tool_use":{"web_search_requests":2},"service_tier":"standard"}}`,
+		`{"model":"a","usage":{"input_tokens":1},"usage":{"output_tokens":2}}`,
+		`{"Model":"m","USAGE":{"input_tokens":3}}`,
+		`{"mod\u0065l":"m","usage":{"input_tokens":3}}`,
+		`{"model":"caf\u00e9 \xff","usage":{"input_tokens":"x","output_tokens":4}}`,
+		`{"model":5,"usage":null}`,
+		`{"usage":{"input_tokens":1}`,
+		`[{"usage":{"input_tokens":1}}]`,
+		`{"type":"message_start","message":{"id":"msg_1","model":"claude-haiku-4-5","stop_reason":null,"usage":{"input_tokens":9,"output_tokens":1}}}`,
+		`{"type":"message_start","message":{"id":"m","stop_reason":"end_turn","Usage":{"input_tokens":9}},"message":{"id":"n"}}`,
+		`{"message":null}`,
+		`{"message":"x","usage":{}}`,
+		`{"uſage":{"input_tokens":1},"model":"m"}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, in []byte) {
+		u, model, ok := FromJSON(in)
+		wu, wmodel, wok := fromJSONDecode(in)
+		if u != wu || model != wmodel || ok != wok {
+			t.Fatalf("FromJSON(%q) = %+v, %q, %v; encoding/json reads %+v, %q, %v", in, u, model, ok, wu, wmodel, wok)
+		}
+		m, ok := readMessageStart(in)
+		var ev struct {
+			Message message `json:"message"`
+		}
+		wok = unmarshal(in, &ev)
+		w := ev.Message
+		if ok != wok || m.ID != w.ID || m.Model != w.Model ||
+			(m.StopReason == nil) != (w.StopReason == nil) || (m.StopReason != nil && *m.StopReason != *w.StopReason) ||
+			(m.Usage == nil) != (w.Usage == nil) {
+			t.Fatalf("readMessageStart(%q) = %+v, %v; encoding/json reads %+v, %v", in, m, ok, w, wok)
+		}
+		if m.Usage != nil {
+			var a, b Usage
+			m.Usage.applyTo(&a)
+			w.Usage.applyTo(&b)
+			if a != b {
+				t.Fatalf("readMessageStart(%q) usage %+v; encoding/json reads %+v", in, a, b)
+			}
+		}
+	})
+}
