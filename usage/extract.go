@@ -249,46 +249,53 @@ func unmarshal(data []byte, v any) bool {
 	return err == nil || errors.As(err, &typeErr)
 }
 
-// message is what message_start says of the message.
-type message struct {
-	ID         string     `json:"id"`
-	Model      string     `json:"model"`
-	StopReason *string    `json:"stop_reason"`
-	Usage      *wireUsage `json:"usage"`
-}
-
 var (
-	eventNames   = []string{"message"}
+	startNames   = []string{"message"}
 	messageNames = []string{"id", "model", "stop_reason", "usage"}
+	deltaNames   = []string{"delta", "usage"}
+	stopNames    = []string{"stop_reason"}
 )
 
-// readMessageStart reads a message_start event's data (see members.go).
-func readMessageStart(data []byte) (m message, ok bool) {
-	if !json.Valid(data) {
-		return m, false
+// messageStart reads a message_start event's data (see members.go for
+// the fast way and why).
+func (x *StreamExtractor) messageStart(data []byte) {
+	if !validJSON(data) {
+		return
 	}
 	var top [1][]byte
 	var f [4][]byte
-	if !members(data, eventNames, top[:]) || !members(top[0], messageNames, f[:]) {
-		var ev struct {
-			Message message `json:"message"`
-		}
-		return ev.Message, unmarshal(data, &ev)
-	}
-	m.ID, _ = jsonString(f[0])
-	m.Model, _ = jsonString(f[1])
-	if s, ok := jsonString(f[2]); ok {
-		m.StopReason = &s
-	}
-	m.Usage = decodeUsage(f[3])
-	return m, true
-}
-
-func (x *StreamExtractor) messageStart(data []byte) {
-	m, ok := readMessageStart(data)
-	if !ok {
+	if !members(data, startNames, top[:]) || !members(top[0], messageNames, f[:]) {
+		x.messageStartDecode(data)
 		return
 	}
+	if s, _ := jsonString(f[0]); s != "" {
+		x.messageID = s
+	}
+	if s, _ := jsonString(f[1]); s != "" {
+		x.model = s
+	}
+	if s, _ := jsonString(f[2]); s != "" {
+		x.stopReason = s
+	}
+	if present, _ := applyUsage(f[3], &x.usage); present {
+		x.sawUsage = true
+	}
+}
+
+// messageStartDecode is messageStart by encoding/json alone.
+func (x *StreamExtractor) messageStartDecode(data []byte) {
+	var ev struct {
+		Message struct {
+			ID         string     `json:"id"`
+			Model      string     `json:"model"`
+			StopReason *string    `json:"stop_reason"`
+			Usage      *wireUsage `json:"usage"`
+		} `json:"message"`
+	}
+	if !unmarshal(data, &ev) {
+		return
+	}
+	m := &ev.Message
 	if m.ID != "" {
 		x.messageID = m.ID
 	}
@@ -304,7 +311,30 @@ func (x *StreamExtractor) messageStart(data []byte) {
 	}
 }
 
+// messageDelta reads a message_delta event's data.
 func (x *StreamExtractor) messageDelta(data []byte) {
+	if !validJSON(data) {
+		return
+	}
+	var f [2][]byte
+	var d [1][]byte
+	if !members(data, deltaNames, f[:]) || !members(f[0], stopNames, d[:]) {
+		x.messageDeltaDecode(data)
+		return
+	}
+	if s, _ := jsonString(d[0]); s != "" {
+		x.stopReason = s
+	}
+	if present, output := applyUsage(f[1], &x.usage); present {
+		x.sawUsage = true
+		if output {
+			x.outputFromDelta = true
+		}
+	}
+}
+
+// messageDeltaDecode is messageDelta by encoding/json alone.
+func (x *StreamExtractor) messageDeltaDecode(data []byte) {
 	var ev struct {
 		Delta struct {
 			StopReason *string `json:"stop_reason"`
@@ -330,18 +360,16 @@ func (x *StreamExtractor) messageDelta(data []byte) {
 // response body. ok is false when the body has no usage object (an error
 // body, or not JSON at all).
 func FromJSON(body []byte) (u Usage, model string, ok bool) {
-	if !json.Valid(body) {
+	if !validJSON(body) {
 		return Usage{}, "", false
 	}
 	var f [2][]byte
 	if !members(body, answerNames, f[:]) {
 		return fromJSONDecode(body)
 	}
-	w := decodeUsage(f[1])
-	if w == nil {
+	if present, _ := applyUsage(f[1], &u); !present {
 		return Usage{}, "", false
 	}
-	w.applyTo(&u)
 	model, _ = jsonString(f[0])
 	return u, model, true
 }

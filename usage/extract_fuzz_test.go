@@ -2,6 +2,7 @@ package usage
 
 import (
 	"encoding/json"
+	"strings"
 	"testing"
 )
 
@@ -57,9 +58,9 @@ func FuzzScanString(f *testing.F) {
 	})
 }
 
-// FuzzFromJSON holds the fast readers of members.go to encoding/json:
-// FromJSON to fromJSONDecode, and message_start's reader to a whole
-// decode, on any input.
+// FuzzFromJSON holds the fast readers of members.go to encoding/json on
+// any input: FromJSON to fromJSONDecode, and the message_start and
+// message_delta readers to their whole decodes.
 func FuzzFromJSON(f *testing.F) {
 	for _, s := range []string{
 		`{"id":"msg_1","type":"message","role":"assistant","model":"claude-opus-4-8","content":[{"type":"text","text":"hi \"usage\": {}"}],"stop_reason":"end_turn","usage":{"input_tokens":25,"cache_creation_input_tokens":30,"cache_read_input_tokens":40,"output_tokens":15,"cache_creation":{"ephemeral_5m_input_tokens":10,"ephemeral_1h_input_tokens":20},"server_tool_use":{"web_search_requests":2},"service_tier":"standard"}}`,
@@ -75,6 +76,10 @@ func FuzzFromJSON(f *testing.F) {
 		`{"message":null}`,
 		`{"message":"x","usage":{}}`,
 		`{"uſage":{"input_tokens":1},"model":"m"}`,
+		`{"type":"message_delta","delta":{"stop_reason":"tool_use","stop_sequence":null},"usage":{"output_tokens":15,"input_tokens":null,"cache_read_input_tokens":"x","cache_creation":5,"server_tool_use":{"web_fetch_requests":1.5},"service_tier":3}}`,
+		`{"type":"message_delta","delta":5,"usage":{"output_tokens":-9223372036854775808,"input_tokens":9223372036854775808,"cache_creation":{"ephemeral_1h_input_tokens":-0,"Ephemeral_5m_input_tokens":2}}}`,
+		`{"usage":[1,{"input_tokens":3}],"delta":{"stop_reason":null}}`,
+		`{"usage":{"input_tokens":1,"input_tokens":2},"delta":{"stop_reason":"a","stop_reason":"b"}}`,
 	} {
 		f.Add([]byte(s))
 	}
@@ -84,24 +89,55 @@ func FuzzFromJSON(f *testing.F) {
 		if u != wu || model != wmodel || ok != wok {
 			t.Fatalf("FromJSON(%q) = %+v, %q, %v; encoding/json reads %+v, %q, %v", in, u, model, ok, wu, wmodel, wok)
 		}
-		m, ok := readMessageStart(in)
-		var ev struct {
-			Message message `json:"message"`
+		// message_start and message_delta, from a state that earlier
+		// events left, so that what is replaced and what is kept shows.
+		start := func() StreamExtractor {
+			return StreamExtractor{usage: Usage{InputTokens: 7, OutputTokens: 8, CacheCreation5m: 9, ServiceTier: "priority"},
+				model: "m0", messageID: "id0", stopReason: "s0"}
 		}
-		wok = unmarshal(in, &ev)
-		w := ev.Message
-		if ok != wok || m.ID != w.ID || m.Model != w.Model ||
-			(m.StopReason == nil) != (w.StopReason == nil) || (m.StopReason != nil && *m.StopReason != *w.StopReason) ||
-			(m.Usage == nil) != (w.Usage == nil) {
-			t.Fatalf("readMessageStart(%q) = %+v, %v; encoding/json reads %+v, %v", in, m, ok, w, wok)
-		}
-		if m.Usage != nil {
-			var a, b Usage
-			m.Usage.applyTo(&a)
-			w.Usage.applyTo(&b)
-			if a != b {
-				t.Fatalf("readMessageStart(%q) usage %+v; encoding/json reads %+v", in, a, b)
+		for _, ev := range []struct {
+			name       string
+			fast, slow func(*StreamExtractor, []byte)
+		}{
+			{"message_start", (*StreamExtractor).messageStart, (*StreamExtractor).messageStartDecode},
+			{"message_delta", (*StreamExtractor).messageDelta, (*StreamExtractor).messageDeltaDecode},
+		} {
+			got, want := start(), start()
+			ev.fast(&got, in)
+			ev.slow(&want, in)
+			if got.usage != want.usage || got.model != want.model || got.messageID != want.messageID ||
+				got.stopReason != want.stopReason || got.sawUsage != want.sawUsage || got.outputFromDelta != want.outputFromDelta {
+				t.Fatalf("%s(%q):\n got %+v\nwant %+v", ev.name, in, got, want)
 			}
 		}
 	})
+}
+
+// FuzzValidJSON holds validJSON to json.Valid.
+func FuzzValidJSON(f *testing.F) {
+	for _, s := range []string{
+		`{"a":[1,-0.5e+3,true,false,null,"x\u00e9\n"],"b":{}}`, `[]`, ` 0 `, `-`, `01`, `1.`, `1e`, `.5`, `"\x"`, `"\u12"`,
+		"\"\x1f\"", "\"\xff\xfe\"", `{"a" 1}`, `{"a":1,}`, `[1,]`, `{,}`, `nul`, `truex`, `"`, `{"a":"b"}}`, "\t[\r\n]",
+		`{"a":1 "b":2}`, `[1 2]`, `1 2`, ``, ` `,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, in []byte) {
+		if got, want := validJSON(in), json.Valid(in); got != want {
+			t.Fatalf("validJSON(%q) = %v, json.Valid says %v", in, got, want)
+		}
+	})
+}
+
+// validJSON stops where encoding/json does: at 10,000 levels of nesting.
+func TestValidJSONDepth(t *testing.T) {
+	for _, open := range []string{"[", `{"a":`} {
+		closing := map[string]string{"[": "]", `{"a":`: "}"}[open]
+		for _, n := range []int{maxJSONDepth, maxJSONDepth + 1} {
+			doc := []byte(strings.Repeat(open, n) + "1" + strings.Repeat(closing, n))
+			if got, want := validJSON(doc), json.Valid(doc); got != want {
+				t.Errorf("%d levels of %s: validJSON %v, json.Valid %v", n, open, got, want)
+			}
+		}
+	}
 }

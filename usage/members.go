@@ -13,7 +13,7 @@ import (
 // around a usage object of two hundred bytes. encoding/json reads the
 // whole document twice (validation, then decoding, skipping what no field
 // wants, byte by byte); profiles of the load tool put that at 4 % of the
-// relay's CPU. So the readers below validate once with json.Valid (a
+// relay's CPU. So the readers below validate once with validJSON (a
 // document encoding/json would refuse still yields nothing), find the few
 // members they need with sniff.Walk, and decode only those.
 //
@@ -68,6 +68,105 @@ func jsonString(raw []byte) (string, bool) {
 		return "", false
 	}
 	return s, true
+}
+
+var (
+	usageNames = []string{"input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens",
+		"cache_creation", "server_tool_use", "service_tier"}
+	cacheNames = []string{"ephemeral_5m_input_tokens", "ephemeral_1h_input_tokens"}
+	toolNames  = []string{"web_search_requests", "web_fetch_requests"}
+)
+
+// applyUsage applies a raw usage value to u as (*wireUsage).applyTo
+// applies encoding/json's decoding of it, and says what that decoding
+// would have seen: present when the value is anything but null or absent
+// (encoding/json allocates the usage even for a value of the wrong type),
+// output when output_tokens was set.
+func applyUsage(raw []byte, u *Usage) (present, output bool) {
+	if present, output, ok := readUsage(raw, u); ok {
+		return present, output
+	}
+	w := decodeUsage(raw)
+	if w == nil {
+		return false, false
+	}
+	w.applyTo(u)
+	return true, w.OutputTokens != nil
+}
+
+// readUsage is applyUsage without encoding/json: ok is false, and u
+// untouched, when members declines the object or one inside it.
+//
+// It keeps encoding/json's rules for a field of the wrong type: null
+// leaves the field as it was, an integer sets it, and any other value
+// sets it to zero (encoding/json allocates the pointer, then fails to
+// fill it).
+func readUsage(raw []byte, u *Usage) (present, output, ok bool) {
+	if raw == nil || isNull(raw) {
+		return false, false, true
+	}
+	if raw[0] != '{' {
+		return true, false, true
+	}
+	var f [7][]byte
+	var c, t [2][]byte
+	if !members(raw, usageNames, f[:]) || !members(f[4], cacheNames, c[:]) || !members(f[5], toolNames, t[:]) {
+		return false, false, false
+	}
+	setInt(&u.InputTokens, f[0])
+	setInt(&u.OutputTokens, f[1])
+	setInt(&u.CacheCreationInputTokens, f[2])
+	setInt(&u.CacheReadInputTokens, f[3])
+	setInt(&u.CacheCreation5m, c[0])
+	setInt(&u.CacheCreation1h, c[1])
+	setInt(&u.WebSearchRequests, t[0])
+	setInt(&u.WebFetchRequests, t[1])
+	if f[6] != nil && !isNull(f[6]) {
+		u.ServiceTier, _ = jsonString(f[6])
+	}
+	return true, f[1] != nil && !isNull(f[1]), true
+}
+
+func isNull(raw []byte) bool { return string(raw) == "null" }
+
+// setInt sets *dst from a raw JSON value by encoding/json's rules for an
+// *int64 field (see readUsage).
+func setInt(dst *int64, raw []byte) {
+	if raw == nil || isNull(raw) {
+		return
+	}
+	v, _ := parseInt(raw)
+	*dst = v
+}
+
+// parseInt reads a JSON number that is an integer in int64's range, as
+// strconv.ParseInt does; anything else is 0, false.
+func parseInt(raw []byte) (int64, bool) {
+	neg := len(raw) > 0 && raw[0] == '-'
+	d := raw
+	if neg {
+		d = raw[1:]
+	}
+	if len(d) == 0 || len(d) > 19 {
+		return 0, false
+	}
+	var n uint64
+	for _, ch := range d {
+		if ch < '0' || ch > '9' {
+			return 0, false
+		}
+		n = n*10 + uint64(ch-'0') // 19 digits cannot overflow a uint64
+	}
+	if neg {
+		if n > 1<<63 {
+			return 0, false
+		}
+		return -int64(n), true
+	}
+	if n > 1<<63-1 {
+		return 0, false
+	}
+	return int64(n), true
 }
 
 // decodeUsage decodes a raw usage value; nil when it is absent, null or
