@@ -61,6 +61,15 @@ type Config struct {
 	// the SDKs' own timeout, with NewTransport. There is never a timeout on
 	// the body: a stream lasts as long as the model writes.
 	ResponseHeaderTimeout time.Duration `yaml:"response_header_timeout"`
+	// H2C speaks HTTP/2 without TLS to an http:// base URL (prior
+	// knowledge, no upgrade): for an upstream on a private network, such
+	// as a sidecar or an internal gateway, that serves h2c. Streams then
+	// share a few connections instead of holding one each, as they do
+	// with https:// upstreams, which negotiate HTTP/2 by themselves. The
+	// upstream must speak HTTP/2: there is no fallback to HTTP/1.1. It
+	// applies to http:// base URLs only, and is ignored when
+	// PoolConfig.Transport is set.
+	H2C bool `yaml:"h2c"`
 	// ExtraHeaders are set on every request to this upstream, replacing a
 	// client header of the same name — except anthropic-beta, whose values
 	// are added to the client's list (a dropped client beta makes the

@@ -133,7 +133,8 @@ func NewPool(cfg PoolConfig) (*Pool, error) {
 		if cfg.Transport != nil {
 			m.client = newClient(cfg.Transport)
 		} else {
-			tc := TransportConfig{DialTimeout: c.DialTimeout, TLSHandshakeTimeout: c.TLSHandshakeTimeout}
+			tc := TransportConfig{DialTimeout: c.DialTimeout, TLSHandshakeTimeout: c.TLSHandshakeTimeout,
+				UnencryptedHTTP2: c.H2C && up.BaseURL.Scheme == "http"}
 			if c.ResponseHeaderTimeout > 10*time.Minute {
 				tc.ResponseHeaderTimeout = c.ResponseHeaderTimeout // the pool's own timer handles shorter ones
 			}

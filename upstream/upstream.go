@@ -144,6 +144,10 @@ type TransportConfig struct {
 	ResponseHeaderTimeout time.Duration
 	// IdleConnTimeout: zero means 90 s.
 	IdleConnTimeout time.Duration
+	// UnencryptedHTTP2 sends http:// requests as HTTP/2 without TLS (h2c
+	// with prior knowledge) and https:// ones as HTTP/2 only. Every
+	// server the transport reaches must speak HTTP/2.
+	UnencryptedHTTP2 bool
 }
 
 // NewTransport returns an http.Transport for upstream traffic: large
@@ -167,7 +171,7 @@ func NewTransport(cfg TransportConfig) *http.Transport {
 		cfg.IdleConnTimeout = 90 * time.Second
 	}
 	d := &net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: 30 * time.Second}
-	return &http.Transport{
+	tr := &http.Transport{
 		Proxy:                 http.ProxyFromEnvironment,
 		DialContext:           d.DialContext,
 		ForceAttemptHTTP2:     true,
@@ -185,4 +189,12 @@ func NewTransport(cfg TransportConfig) *http.Transport {
 		// (Anthropic's streams send ping events well within that.)
 		HTTP2: &http.HTTP2Config{SendPingTimeout: 30 * time.Second, PingTimeout: 15 * time.Second},
 	}
+	if cfg.UnencryptedHTTP2 {
+		// Without HTTP1 in the set, http:// URLs get HTTP/2 with prior
+		// knowledge (net/http's rule).
+		tr.Protocols = new(http.Protocols)
+		tr.Protocols.SetHTTP2(true)
+		tr.Protocols.SetUnencryptedHTTP2(true)
+	}
+	return tr
 }

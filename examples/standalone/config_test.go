@@ -37,9 +37,10 @@ upstreams:
     credential: sk-a
     priority: 2
   - name: b
-    base_url: https://b.example
+    base_url: http://b.internal:8080
     credential: tok-b
     auth: bearer
+    h2c: true
 tiers:
   default: free
   tiers:
@@ -59,7 +60,7 @@ pricing:
 		t.Errorf("env over file: %+v", c)
 	}
 	ups := c.upstreams()
-	if len(ups) != 2 || ups[1].Auth != upstream.AuthBearer || ups[0].Priority != 2 {
+	if len(ups) != 2 || ups[1].Auth != upstream.AuthBearer || ups[0].Priority != 2 || !ups[1].H2C || ups[0].H2C {
 		t.Errorf("upstreams %+v", ups)
 	}
 	if c.Tiers.Resolve("", quota.Override{}).RPM != 5 {

@@ -68,6 +68,8 @@ type options struct {
 	Phases      string        `json:"phases"`
 	JSON        bool          `json:"-"`
 	CPUProfile  string        `json:"-"`
+	BareProfile string        `json:"-"`
+	UpstreamH2C bool          `json:"upstream_h2c"`
 }
 
 const allPhases = "open,latency,nonstream,stream,rate,paced"
@@ -79,7 +81,7 @@ func parseFlags(args []string) (options, error) {
 	fs.IntVar(&o.Concurrency, "concurrency", 32, "connections of the fixed-concurrency phases")
 	fs.IntVar(&o.Rounds, "rounds", 3, "slices each phase's -duration is cut into, the targets taking turns")
 	fs.Float64Var(&o.Rate, "rate", 0, "requests/s of the fixed-rate phase; 0 skips it")
-	fs.IntVar(&o.Streams, "streams", 1000, "streams held open at once in the RSS phase; 10000 needs an open-file limit (ulimit -n) above 20,200, as the relay holds two sockets per stream")
+	fs.IntVar(&o.Streams, "streams", 1000, "streams held open at once in the RSS phase; 10000 needs an open-file limit (ulimit -n) above 20,200, as the relay holds two sockets per stream, or above 10,200 with -upstream-h2c")
 	fs.IntVar(&o.Deltas, "events", 16, "text_delta events per stream (each stream has 6 more: message_start, content_block_start, ping, content_block_stop, message_delta, message_stop)")
 	fs.IntVar(&o.PromptBytes, "prompt-bytes", 0, "pad the user message to this many bytes (Claude Code sends tens to hundreds of KB); 0 sends a one-line prompt")
 	fs.DurationVar(&o.EventDelay, "event-delay", 20*time.Millisecond, "the fake's delay between events in the paced stream phase (Claude streams a delta every 10 to 50 ms)")
@@ -89,6 +91,8 @@ func parseFlags(args []string) (options, error) {
 	fs.StringVar(&o.Phases, "phases", allPhases, "comma-separated phases to run")
 	fs.BoolVar(&o.JSON, "json", false, "print the report as JSON")
 	fs.StringVar(&o.CPUProfile, "relay-cpuprofile", "", "write the relay process's CPU profile (whole run) to `file`")
+	fs.BoolVar(&o.UpstreamH2C, "upstream-h2c", false, "bare proxy and relay speak HTTP/2 without TLS to the fake upstream (h2c), as they speak HTTP/2 to api.anthropic.com: streams share connections, so the relay holds one socket per stream instead of two")
+	fs.StringVar(&o.BareProfile, "bare-cpuprofile", "", "write the bare proxy's CPU profile (whole run) to `file`, to compare with the relay's")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -147,9 +151,14 @@ func run(args []string, stdout io.Writer) error {
 	}
 	nofile := raiseFileLimit()
 	rep := &report{Options: o, Machine: describeMachine(nofile)}
-	// The relay holds a socket to the client and one to the upstream for
-	// every stream; leave room for its database and listeners.
-	if most := int(nofile-200) / 2; o.Streams > most {
+	// Over HTTP/1.1 the relay holds a socket to the client and one to the
+	// upstream for every stream; over h2c the upstream sockets are a few.
+	// Leave room for its database and listeners.
+	most := int(nofile-200) / 2
+	if o.UpstreamH2C {
+		most = int(nofile - 200)
+	}
+	if o.Streams > most {
 		log.Printf("-streams %d is more than RLIMIT_NOFILE %d allows the relay; using %d", o.Streams, nofile, most)
 		o.Streams, rep.Options.Streams = most, most
 	}
@@ -176,7 +185,7 @@ func run(args []string, stdout io.Writer) error {
 	// baseline is not what earlier phases left, nor its heap what later
 	// phases start from.
 	if has("open") && o.Streams > 0 {
-		f, err := startFleet(o, "")
+		f, err := startFleet(o, "", "")
 		if err != nil {
 			return err
 		}
@@ -195,7 +204,7 @@ func run(args []string, stdout io.Writer) error {
 	}
 
 	if slices.ContainsFunc(phases, func(p string) bool { return p != "open" }) {
-		f, err := startFleet(o, o.CPUProfile)
+		f, err := startFleet(o, o.CPUProfile, o.BareProfile)
 		if err != nil {
 			return err
 		}
@@ -247,7 +256,7 @@ type fleet struct {
 	stopped         bool
 }
 
-func startFleet(o options, cpuprofile string) (_ *fleet, err error) {
+func startFleet(o options, cpuprofile, bareProfile string) (_ *fleet, err error) {
 	f := &fleet{}
 	defer func() {
 		if err != nil {
@@ -258,10 +267,20 @@ func startFleet(o options, cpuprofile string) (_ *fleet, err error) {
 		return nil, err
 	}
 	f.upURL = "http://" + f.up.addr
-	if f.bare, err = startChild("bare", "serve-bare", "-upstream", f.upURL); err != nil {
+	bareArgs := []string{"-upstream", f.upURL}
+	if o.UpstreamH2C {
+		bareArgs = append(bareArgs, "-h2c")
+	}
+	if bareProfile != "" {
+		bareArgs = append(bareArgs, "-cpuprofile", bareProfile)
+	}
+	if f.bare, err = startChild("bare", "serve-bare", bareArgs...); err != nil {
 		return nil, err
 	}
 	args := []string{"-upstream", f.upURL, "-mode", o.Mode}
+	if o.UpstreamH2C {
+		args = append(args, "-h2c")
+	}
 	if cpuprofile != "" {
 		args = append(args, "-cpuprofile", cpuprofile)
 	}

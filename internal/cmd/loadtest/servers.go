@@ -30,6 +30,7 @@ import (
 	"github.com/relaystation/relay/storage/postgres"
 	redisstore "github.com/relaystation/relay/storage/redis"
 	"github.com/relaystation/relay/storage/sqlite"
+	"github.com/relaystation/relay/upstream"
 	"github.com/relaystation/relay/upstream/upstreamtest"
 	"github.com/relaystation/relay/usage"
 )
@@ -60,6 +61,7 @@ func serve(kind string, args []string) error {
 	deltas := fs.Int("deltas", 16, "text_delta events per stream (upstream)")
 	mode := fs.String("mode", "embedded", "relay storage: embedded, postgres ($"+envPostgres+", $"+envRedis+") or memory")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of this server to `file`")
+	h2c := fs.Bool("h2c", false, "speak HTTP/2 without TLS to the upstream (bare, relay)")
 	if len(args) < 1 {
 		return errors.New("usage: loadtest " + kind + " ADDR [flags]")
 	}
@@ -89,12 +91,12 @@ func serve(kind string, args []string) error {
 	case "serve-upstream":
 		h = fakeUpstream(*deltas)
 	case "serve-bare":
-		if h, err = bareProxy(*upURL); err != nil {
+		if h, err = bareProxy(*upURL, *h2c); err != nil {
 			return err
 		}
 	case "serve-relay":
 		var key string
-		if h, key, stop, err = relayServer(*upURL, *mode); err != nil {
+		if h, key, stop, err = relayServer(*upURL, *mode, *h2c); err != nil {
 			return err
 		}
 		ready += " " + key
@@ -103,6 +105,11 @@ func serve(kind string, args []string) error {
 	}
 
 	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, ErrorLog: discardLog()}
+	// Every server also takes h2c (-upstream-h2c); clients of HTTP/1.1
+	// see no difference.
+	srv.Protocols = new(http.Protocols)
+	srv.Protocols.SetHTTP1(true)
+	srv.Protocols.SetUnencryptedHTTP2(true)
 	shut := make(chan struct{})
 	go func() {
 		defer close(shut)
@@ -157,7 +164,7 @@ func fakeUpstream(deltas int) http.Handler {
 // client's key for the upstream one, on a transport tuned as a careful
 // operator would (large keep-alive pool, pooled copy buffers, every write
 // flushed at once).
-func bareProxy(upstreamURL string) (http.Handler, error) {
+func bareProxy(upstreamURL string, h2c bool) (http.Handler, error) {
 	target, err := url.Parse(upstreamURL)
 	if err != nil || target.Host == "" {
 		return nil, fmt.Errorf("bare proxy: bad upstream URL %q", upstreamURL)
@@ -167,6 +174,10 @@ func bareProxy(upstreamURL string) (http.Handler, error) {
 		MaxIdleConnsPerHost: 1024,
 		IdleConnTimeout:     90 * time.Second,
 		DisableCompression:  true,
+	}
+	if h2c {
+		tr.Protocols = new(http.Protocols)
+		tr.Protocols.SetUnencryptedHTTP2(true)
 	}
 	rp := &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
@@ -193,7 +204,7 @@ func bareProxy(upstreamURL string) (http.Handler, error) {
 // relayServer is the relay under test with auth, a token limit on the key
 // and usage recording. stop closes the relay (flushing usage records) and
 // reports on stdout how many records were written.
-func relayServer(upstreamURL, mode string) (h http.Handler, key string, stop func(context.Context) error, err error) {
+func relayServer(upstreamURL, mode string, h2c bool) (h http.Handler, key string, stop func(context.Context) error, err error) {
 	ctx := context.Background()
 	st, cleanup, err := openStore(ctx, mode, os.Getenv(envPostgres))
 	if err != nil {
@@ -205,11 +216,10 @@ func relayServer(upstreamURL, mode string) (h http.Handler, key string, stop fun
 		}
 	}()
 	cfg := relay.Config{
-		UpstreamURL:        upstreamURL,
-		UpstreamCredential: upstreamKey,
-		Keys:               st,
-		Usage:              st,
-		BcryptCost:         4,
+		Upstreams:  []upstream.Config{{Name: "fake", BaseURL: upstreamURL, Credential: upstreamKey, H2C: h2c}},
+		Keys:       st,
+		Usage:      st,
+		BcryptCost: 4,
 	}
 	if u := os.Getenv(envRedis); mode == "postgres" && u != "" {
 		closeRedis, err := useRedis(ctx, &cfg, st, u)
