@@ -102,7 +102,7 @@ func BenchmarkDo(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
 			req, _ := m.up.NewRequest(b.Context(), client, "/v1/messages", body)
-			res, err := m.client.Do(req)
+			res, err := m.rt.RoundTrip(req)
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -48,7 +48,7 @@ type member struct {
 	idx      int
 	weight   int
 	nameHash uint64
-	client   *http.Client
+	rt       http.RoundTripper
 	extra    http.Header // ExtraHeaders without anthropic-beta
 	betas    []string    // ExtraHeaders' anthropic-beta values
 
@@ -96,7 +96,7 @@ func NewPool(cfg PoolConfig) (*Pool, error) {
 	if p.rand == nil {
 		p.rand = rand.Float64
 	}
-	clients := make(map[TransportConfig]*http.Client)
+	clients := make(map[TransportConfig]*http.Transport)
 	for i, c := range cfg.Upstreams {
 		where := fmt.Sprintf("upstream %d", i+1)
 		if c.Name != "" {
@@ -131,7 +131,7 @@ func NewPool(cfg PoolConfig) (*Pool, error) {
 			m.disabled = "configuration"
 		}
 		if cfg.Transport != nil {
-			m.client = newClient(cfg.Transport)
+			m.rt = cfg.Transport
 		} else {
 			tc := TransportConfig{DialTimeout: c.DialTimeout, TLSHandshakeTimeout: c.TLSHandshakeTimeout,
 				UnencryptedHTTP2: c.H2C && up.BaseURL.Scheme == "http"}
@@ -141,20 +141,14 @@ func NewPool(cfg PoolConfig) (*Pool, error) {
 			if clients[tc] == nil {
 				tr := NewTransport(tc)
 				p.transports = append(p.transports, tr)
-				clients[tc] = newClient(tr)
+				clients[tc] = tr
 			}
-			m.client = clients[tc]
+			m.rt = clients[tc]
 		}
 		p.members = append(p.members, m)
 		p.byName[up.Name] = m
 	}
 	return p, nil
-}
-
-// newClient wraps a transport in a client that follows no redirect: a
-// redirect would carry the credential elsewhere.
-func newClient(rt http.RoundTripper) *http.Client {
-	return &http.Client{Transport: rt, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 }
 
 // splitExtra canonicalises extra headers and sets anthropic-beta apart,
@@ -538,7 +532,10 @@ func (p *Pool) attempt(ctx context.Context, c *Call, pick candidate) (*Result, h
 	if d := m.cfg.ResponseHeaderTimeout; d > 0 {
 		timer = time.AfterFunc(d, func() { cancel(errHeaderTimeout) })
 	}
-	resp, err := m.client.Do(req)
+	// The transport itself, not an http.Client: it never follows a
+	// redirect (which would carry the credential elsewhere; a 3xx goes
+	// back as it is), and it spares the client's per-request header copy.
+	resp, err := m.rt.RoundTrip(req)
 	if timer != nil && !timer.Stop() {
 		// The header timeout fired: even if the answer got in just now,
 		// its context is gone.

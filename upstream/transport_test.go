@@ -4,6 +4,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -26,7 +27,7 @@ func TestTransport(t *testing.T) {
 	// Trust the test server's certificate; everything else stays as built.
 	tr.TLSClientConfig = s.Client().Transport.(*http.Transport).TLSClientConfig.Clone()
 	for range 2 {
-		res, err := newClient(tr).Get(s.URL)
+		res, err := (&http.Client{Transport: tr}).Get(s.URL)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -38,15 +39,26 @@ func TestTransport(t *testing.T) {
 	}
 }
 
+// A redirect from an upstream goes back to the client as it is: following
+// it would carry the credential elsewhere.
 func TestNoRedirects(t *testing.T) {
-	s := httptest.NewServer(http.RedirectHandler("http://example.invalid/steal", http.StatusTemporaryRedirect))
+	var followed atomic.Bool
+	elsewhere := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { followed.Store(true) }))
+	defer elsewhere.Close()
+	s := httptest.NewServer(http.RedirectHandler(elsewhere.URL+"/steal", http.StatusTemporaryRedirect))
 	defer s.Close()
-	res, err := newClient(http.DefaultTransport).Get(s.URL)
+	p, err := NewPool(PoolConfig{Upstreams: []Config{{Name: "a", BaseURL: s.URL, Credential: "sk-secret"}}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	res.Body.Close()
-	if res.StatusCode != http.StatusTemporaryRedirect {
-		t.Fatalf("status %d: the redirect was followed", res.StatusCode)
+	defer p.Close()
+	req := httptest.NewRequest("POST", "/v1/messages", nil)
+	res, err := p.Do(t.Context(), Call{Client: req, Body: []byte(`{}`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Release(Outcome{})
+	if res.Response.StatusCode != http.StatusTemporaryRedirect || followed.Load() {
+		t.Fatalf("status %d, followed %v: the redirect was followed", res.Response.StatusCode, followed.Load())
 	}
 }
