@@ -16,7 +16,12 @@ type RecorderConfig struct {
 	// that never returns stops the Recorder from probing the store again
 	// (records still go to the spool meanwhile).
 	Store Store
-	// BatchSize is the most records written in one call. Zero means 256.
+	// BatchSize is the most records written in one call. Zero means 1,024.
+	// A batch this full only forms under load (FlushInterval ends a batch
+	// first below about 4,000 requests a second), and that is when a
+	// store's cost per record matters: it falls with the batch, as the
+	// commit and the index pages touched are shared (storage/sqlite: 21 µs
+	// per record in batches of 256, 14 µs in batches of 1,024).
 	BatchSize int
 	// FlushInterval is the longest a record waits for its batch to fill.
 	// Zero means 250 ms.
@@ -179,7 +184,7 @@ func NewRecorder(cfg RecorderConfig) (*Recorder, error) {
 		return nil, errors.New("usage: RecorderConfig.Store is required")
 	}
 	if cfg.BatchSize <= 0 {
-		cfg.BatchSize = 256
+		cfg.BatchSize = 1024
 	}
 	if cfg.FlushInterval <= 0 {
 		cfg.FlushInterval = 250 * time.Millisecond

@@ -1,15 +1,19 @@
 package postgres_test
 
 import (
+	"fmt"
 	"testing"
 
 	"github.com/relaystation/relay/storage/storagetest"
 )
 
-// BenchmarkInsertRecords measures one Recorder flush of 256 records: one
-// pgx.Batch, one round trip, one commit.
+// BenchmarkInsertRecords measures Recorder flushes, each one statement,
+// one round trip, one commit: a small one (a quiet relay) and a full one
+// of the default usage.RecorderConfig.BatchSize (a busy relay).
 func BenchmarkInsertRecords(b *testing.B) {
-	storagetest.BenchInsertRecords(b, newStore(b), 256)
+	for _, n := range []int{100, 1024} {
+		b.Run(fmt.Sprint("batch=", n), func(b *testing.B) { storagetest.BenchInsertRecords(b, newStore(b), n) })
+	}
 }
 
 // BenchmarkReport1M loads a million records (31 days, 200 keys) through
