@@ -7,8 +7,9 @@
 //     error; RedactURL makes a URL fit for logs.
 //   - Limiter is the quota.Limiter: RPM and TPM windows, token and cost
 //     reservations with a TTL and concurrency leases, each operation one
-//     atomic Lua script. Wrap it in quota.NewFailover to decide what
-//     happens while Redis is unreachable.
+//     atomic Lua script; calls made at the same time share a pipelined
+//     round trip. Wrap it in quota.NewFailover to decide what happens
+//     while Redis is unreachable.
 //   - Invalidator tells the other instances over Pub/Sub that a key
 //     changed, so their verified-key caches drop it at once
 //     (keys.Config.OnChange on one side, keys.Service.Invalidate on the

@@ -253,14 +253,9 @@ func (l *Limiter) end(ctx context.Context, r quota.Reservation, mode string, act
 	if r.KeyID == "" || r.ID == "" {
 		return fmt.Errorf("%w: not a reservation", quota.ErrInvalid)
 	}
-	now := l.rules.Now()
-	day, week, month, minute := l.windowArgs(now)
-	rw := l.rules.Windows(r.At)
-	err := l.comb.run(ctx, l.finish, l.keys(r.KeyID),
-		now.UnixMilli(), day, week, month, minute, mode, member(r.ID, r.Tokens, r.CostMicros),
-		r.Tokens, r.CostMicros, r.RateTokens, rw[0], rw[1], rw[2], quota.MinuteOf(r.At),
-		act.Tokens, act.CostMicros, act.RateTokens, l.stateMs).Err()
-	if err != nil {
+	args := l.finishArgs(l.rules.Now(), 1)
+	args = l.appendFinish(args, r, mode, act)
+	if err := l.comb.run(ctx, l.finish, l.keys(r.KeyID), args...).Err(); err != nil {
 		op := "settle"
 		if mode == "r" {
 			op = "release"
@@ -270,17 +265,44 @@ func (l *Limiter) end(ctx context.Context, r quota.Reservation, mode string, act
 	return nil
 }
 
-// SettleMany settles several reservations in one round trip (a
-// pipeline of the same script Settle runs), for callers that settle in
-// the background and can group them (the relay's settle workers). It
+// finishArgs starts the arguments of luaFinish for n reservations.
+func (l *Limiter) finishArgs(now time.Time, n int) []any {
+	day, week, month, minute := l.windowArgs(now)
+	args := make([]any, 0, 6+12*n)
+	return append(args, now.UnixMilli(), day, week, month, minute, l.stateMs)
+}
+
+// appendFinish adds one reservation to luaFinish's arguments.
+func (l *Limiter) appendFinish(args []any, r quota.Reservation, mode string, act quota.Amounts) []any {
+	rw := l.rules.Windows(r.At)
+	return append(args, mode, member(r.ID, r.Tokens, r.CostMicros),
+		r.Tokens, r.CostMicros, r.RateTokens, rw[0], rw[1], rw[2], quota.MinuteOf(r.At),
+		act.Tokens, act.CostMicros, act.RateTokens)
+}
+
+// maxSettleGroup bounds the reservations one script call settles.
+const maxSettleGroup = 64
+
+// SettleMany settles several reservations in one round trip, for callers
+// that settle in the background and can group them (the relay's settle
+// workers). Reservations of the same key are settled by one script call,
+// which loads and saves the key's counters once: most of a call's cost in
+// Redis is that load and save, and a key that runs many requests at once
+// (Claude Code's parallel subagents, a CI fleet on one key) settles many
+// at a time. The calls for the different keys go in one pipeline. It
 // returns one error per reservation, nil where it was settled. A script
-// Redis lost (after a restart) is loaded again by settling that one alone.
+// Redis lost (after a restart) is loaded again by that call alone.
 func (l *Limiter) SettleMany(ctx context.Context, rs []quota.Reservation, actuals []quota.Actual) []error {
 	errs := make([]error, len(rs))
-	cmds := make([]*goredis.Cmd, len(rs))
-	pipe := l.client.Pipeline()
+	type group struct {
+		key  string
+		idx  []int
+		args []any
+		cmd  *goredis.Cmd
+	}
+	var groups []*group
+	open := make(map[string]*group)
 	now := l.rules.Now()
-	day, week, month, minute := l.windowArgs(now)
 	for i, r := range rs {
 		act, err := l.rules.Charge(actuals[i])
 		if err != nil {
@@ -291,23 +313,32 @@ func (l *Limiter) SettleMany(ctx context.Context, rs []quota.Reservation, actual
 			errs[i] = fmt.Errorf("%w: not a reservation", quota.ErrInvalid)
 			continue
 		}
-		rw := l.rules.Windows(r.At)
-		cmds[i] = l.finish.EvalSha(ctx, pipe, l.keys(r.KeyID),
-			now.UnixMilli(), day, week, month, minute, "s", member(r.ID, r.Tokens, r.CostMicros),
-			r.Tokens, r.CostMicros, r.RateTokens, rw[0], rw[1], rw[2], quota.MinuteOf(r.At),
-			act.Tokens, act.CostMicros, act.RateTokens, l.stateMs)
+		g := open[r.KeyID]
+		if g == nil || len(g.idx) == maxSettleGroup {
+			g = &group{key: r.KeyID, args: l.finishArgs(now, 1)}
+			groups = append(groups, g)
+			open[r.KeyID] = g
+		}
+		g.idx = append(g.idx, i)
+		g.args = l.appendFinish(g.args, r, "s", act)
+	}
+	if len(groups) == 0 {
+		return errs
+	}
+	pipe := l.client.Pipeline()
+	for _, g := range groups {
+		g.cmd = l.finish.EvalSha(ctx, pipe, l.keys(g.key), g.args...)
 	}
 	_, _ = pipe.Exec(ctx) // errors are read per command below
-	for i, c := range cmds {
-		if c == nil {
-			continue
+	for _, g := range groups {
+		err := g.cmd.Err()
+		if err != nil && strings.HasPrefix(err.Error(), "NOSCRIPT") {
+			err = l.finish.Run(ctx, l.client, l.keys(g.key), g.args...).Err()
 		}
-		if err := c.Err(); err != nil {
-			if strings.HasPrefix(err.Error(), "NOSCRIPT") {
-				errs[i] = l.Settle(ctx, rs[i], actuals[i])
-				continue
+		if err != nil {
+			for _, i := range g.idx {
+				errs[i] = fmt.Errorf("quota: redis settle: %w", err)
 			}
-			errs[i] = fmt.Errorf("quota: redis settle: %w", err)
 		}
 	}
 	return errs

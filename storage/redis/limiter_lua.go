@@ -142,42 +142,52 @@ save(st, ARGV[21])
 return reply(1, st, n + 1)
 `
 
-// luaFinish settles or releases. ARGV now_ms day week month minute mode
+// luaFinish settles or releases one or more reservations of a key, as
+// if one after another, loading and saving the counters once. ARGV now_ms
+// day week month minute state_ttl_ms, then per reservation twelve: mode
 // ("s" settle, "r" release) member res_tokens res_cost res_rate res_day
-// res_week res_month res_minute act_tokens act_cost act_rate state_ttl_ms.
-// Returns 1, or 0 when the counters are missing (nothing to correct: the
-// next seed reads this usage from the store).
+// res_week res_month res_minute act_tokens act_cost act_rate. Returns 1,
+// or 0 when the counters are missing (nothing to correct: the next seed
+// reads this usage from the store).
+//
+// Every member is removed first, then expired reservations are purged:
+// a reservation that expired before its settle arrived is then taken back
+// by its settle, not by the purge, which subtracts the same amounts.
 const luaFinish = luaPrelude + `
-local live = redis.call('ZREM', L, ARGV[7])
+local live = {}
+for o = 7, #ARGV, 12 do live[o] = redis.call('ZREM', L, ARGV[o+1]) end
 local st = load()
 if not st then return 0 end
 local now = tonumber(ARGV[1])
 purge(st, now)
 roll(st, tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]))
-local rt, rc, rr = tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10])
-if live == 1 then
-  st.rt = math.max(0, st.rt - rt)
-  st.rc = math.max(0, st.rc - rc)
-end
-local rm = tonumber(ARGV[14])
+local rm
 local function adjust(p, delta, late)
   local m = st[p..'m']
   if rm >= m then st[p..'c'] = math.max(0, st[p..'c'] + delta)
   elseif rm == m - 1 then st[p..'p'] = math.max(0, st[p..'p'] + delta)
   elseif late and delta > 0 then st[p..'c'] = st[p..'c'] + delta end
 end
-if ARGV[6] == 's' then
-  local at, ac = tonumber(ARGV[15]), tonumber(ARGV[16])
-  st.lt = st.lt + at
-  if tonumber(ARGV[11]) >= st.ds then st.dt = st.dt + at; st.dc = st.dc + ac end
-  if tonumber(ARGV[12]) >= st.ws then st.wt = st.wt + at; st.wc = st.wc + ac end
-  if tonumber(ARGV[13]) >= st.ms then st.mt = st.mt + at; st.mc = st.mc + ac end
-  adjust('t', tonumber(ARGV[17]) - rr, true)
-elseif live == 1 then
-  adjust('q', -1, false)
-  adjust('t', -rr, false)
+for o = 7, #ARGV, 12 do
+  local rt, rc, rr = tonumber(ARGV[o+2]), tonumber(ARGV[o+3]), tonumber(ARGV[o+4])
+  if live[o] == 1 then
+    st.rt = math.max(0, st.rt - rt)
+    st.rc = math.max(0, st.rc - rc)
+  end
+  rm = tonumber(ARGV[o+8])
+  if ARGV[o] == 's' then
+    local at, ac = tonumber(ARGV[o+9]), tonumber(ARGV[o+10])
+    st.lt = st.lt + at
+    if tonumber(ARGV[o+5]) >= st.ds then st.dt = st.dt + at; st.dc = st.dc + ac end
+    if tonumber(ARGV[o+6]) >= st.ws then st.wt = st.wt + at; st.wc = st.wc + ac end
+    if tonumber(ARGV[o+7]) >= st.ms then st.mt = st.mt + at; st.mc = st.mc + ac end
+    adjust('t', tonumber(ARGV[o+11]) - rr, true)
+  elseif live[o] == 1 then
+    adjust('q', -1, false)
+    adjust('t', -rr, false)
+  end
 end
-save(st, ARGV[18])
+save(st, ARGV[6])
 return 1
 `
 

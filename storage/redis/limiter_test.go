@@ -40,18 +40,41 @@ func TestLimiterConformance(t *testing.T) {
 	})
 }
 
-// countHook counts the commands a client sends.
-type countHook struct{ n atomic.Int64 }
+// countHook counts the round trips a client makes (a command or a whole
+// pipeline is one), leaving out a new connection's handshake.
+type countHook struct {
+	n  atomic.Int64
+	mu sync.Mutex
+	ns []string
+}
+
+func handshake(cmd goredis.Cmder) bool {
+	switch cmd.Name() {
+	case "hello", "client", "auth", "select":
+		return true
+	}
+	return false
+}
+
+func (h *countHook) names() []string { h.mu.Lock(); defer h.mu.Unlock(); return h.ns }
 
 func (h *countHook) DialHook(next goredis.DialHook) goredis.DialHook { return next }
 func (h *countHook) ProcessHook(next goredis.ProcessHook) goredis.ProcessHook {
 	return func(ctx context.Context, cmd goredis.Cmder) error {
-		h.n.Add(1)
+		if !handshake(cmd) {
+			h.n.Add(1)
+			h.mu.Lock()
+			h.ns = append(h.ns, cmd.Name())
+			h.mu.Unlock()
+		}
 		return next(ctx, cmd)
 	}
 }
 func (h *countHook) ProcessPipelineHook(next goredis.ProcessPipelineHook) goredis.ProcessPipelineHook {
 	return func(ctx context.Context, cmds []goredis.Cmder) error {
+		if len(cmds) > 0 && handshake(cmds[0]) {
+			return next(ctx, cmds)
+		}
 		h.n.Add(1)
 		return next(ctx, cmds)
 	}
@@ -394,40 +417,64 @@ func TestLimiterMatchesMemory(t *testing.T) {
 	assert.Positive(t, refused)
 }
 
-// SettleMany settles as Settle does, in one round trip, and survives a
-// script flush.
+// SettleMany settles as Settle does, reservations of one key by one
+// script call and all keys in one round trip, across a minute boundary,
+// and survives a script flush.
 func TestLimiterSettleMany(t *testing.T) {
 	client, prefix := testClient(t)
-	lim := redisstore.NewLimiter(client, quota.Config{}, redisstore.LimiterOptions{Prefix: prefix})
+	now := time.Date(2026, 4, 1, 12, 0, 50, 0, time.UTC)
+	var mu sync.Mutex
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	tick := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
+	lim := redisstore.NewLimiter(client, quota.Config{Now: clock}, redisstore.LimiterOptions{Prefix: prefix})
 	ctx := t.Context()
-	l := quota.Limits{DailyTokens: 1_000_000, MaxConcurrent: 100}
+	l := quota.Limits{DailyTokens: 1_000_000, DailyCostMicros: 1_000_000, RPM: 10_000, TPM: 10_000_000, MaxConcurrent: 100}
+	hook := &countHook{}
+	client.AddHook(hook)
 	for _, flush := range []bool{false, true} {
-		var one, many []quota.Reservation
+		// "one" is settled one at a time; "a" and "b" together, interleaved.
+		res := map[string][]quota.Reservation{}
 		var acts []quota.Actual
-		for i := range 20 {
-			r1, err := lim.Reserve(ctx, quota.Request{KeyID: "one", Limits: l, InputEstimate: 100, MaxTokens: 1000})
-			require.NoError(t, err)
-			r2, err := lim.Reserve(ctx, quota.Request{KeyID: "many", Limits: l, InputEstimate: 100, MaxTokens: 1000})
-			require.NoError(t, err)
-			one, many = append(one, r1), append(many, r2)
+		for i := range 70 { // more than one script call's worth for "a" and "b"
+			for _, k := range []string{"one", "a", "b"} {
+				r, err := lim.Reserve(ctx, quota.Request{KeyID: k, Limits: l, InputEstimate: 100, MaxTokens: 1000, CostEstimateMicros: 50})
+				require.NoError(t, err)
+				res[k] = append(res[k], r)
+			}
 			acts = append(acts, quota.Actual{Input: int64(10 + i), Output: 5, CacheRead: 3, CostMicros: 7})
+			if i == 35 {
+				tick(20 * time.Second) // the later half in the next minute
+			}
 		}
-		for i, r := range one {
+		tick(5 * time.Second)
+		for i, r := range res["one"] {
 			require.NoError(t, lim.Settle(ctx, r, acts[i]))
 		}
 		if flush {
 			require.NoError(t, client.ScriptFlush(ctx).Err())
 		}
-		for _, err := range lim.SettleMany(ctx, many, acts) {
+		var many []quota.Reservation
+		var manyActs []quota.Actual
+		for i := range res["a"] {
+			many = append(many, res["a"][i], res["b"][i])
+			manyActs = append(manyActs, acts[i], acts[i])
+		}
+		before := hook.n.Load()
+		for _, err := range lim.SettleMany(ctx, many, manyActs) {
 			require.NoError(t, err)
 		}
-		a, err := lim.Standing(ctx, "one", l)
+		if !flush {
+			assert.Equal(t, int64(1), hook.n.Load()-before, "one round trip: %v", hook.names())
+		}
+		want, err := lim.Standing(ctx, "one", l)
 		require.NoError(t, err)
-		b, err := lim.Standing(ctx, "many", l)
-		require.NoError(t, err)
-		assert.Equal(t, a.DailyTokens, b.DailyTokens)
-		assert.Equal(t, a.Concurrency, b.Concurrency)
-		assert.Zero(t, b.Concurrency.Used, "every lease ended")
+		for _, k := range []string{"a", "b"} {
+			got, err := lim.Standing(ctx, k, l)
+			require.NoError(t, err)
+			got.KeyID = want.KeyID
+			assert.Equal(t, want, got, "key %s settled together, flush %v", k, flush)
+			assert.Zero(t, got.Concurrency.Used, "every lease ended")
+		}
 	}
 	errs := lim.SettleMany(ctx, []quota.Reservation{{}}, []quota.Actual{{}})
 	assert.ErrorIs(t, errs[0], quota.ErrInvalid)
