@@ -161,14 +161,9 @@ func (rl *Relay) readBody(w http.ResponseWriter, r *http.Request) ([]byte, *apie
 		w.Header().Set("Connection", "close")
 		return nil, tooLarge
 	}
-	size := 4096
-	if r.ContentLength > 0 {
-		size = int(r.ContentLength) + 1 // +1 so ReadFrom sees EOF without growing
-	}
-	buf := bytes.NewBuffer(make([]byte, 0, min(size, int(limit)+1)))
 	rc := http.NewResponseController(w)
 	_ = rc.SetReadDeadline(rl.now().Add(rl.cfg.BodyReadTimeout)) // not every writer supports it
-	_, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, limit))
+	body, err := readAll(http.MaxBytesReader(w, r.Body, limit), r.ContentLength, limit)
 	_ = rc.SetReadDeadline(time.Time{})
 	if err != nil {
 		var mbe *http.MaxBytesError
@@ -182,7 +177,24 @@ func (rl *Relay) readBody(w http.ResponseWriter, r *http.Request) ([]byte, *apie
 		}
 		return nil, apierror.New(http.StatusBadRequest, "could not read the request body")
 	}
-	return buf.Bytes(), nil
+	return body, nil
+}
+
+// readAll reads a request body whose length the client announced (n > 0)
+// into exactly that much memory, or else (chunked) into a growing buffer.
+// The server's body reader stops at the announced length and reports a
+// shorter body as io.ErrUnexpectedEOF.
+func readAll(body io.Reader, n, limit int64) ([]byte, error) {
+	if n > 0 {
+		b := make([]byte, n)
+		if _, err := io.ReadFull(body, b); err != nil {
+			return nil, err
+		}
+		return b, nil
+	}
+	buf := bytes.NewBuffer(make([]byte, 0, min(4096, limit+1)))
+	_, err := buf.ReadFrom(body)
+	return buf.Bytes(), err
 }
 
 // attempt is one upstream exchange and what was learnt from it.
