@@ -66,9 +66,9 @@ type Config struct {
 	// as a sidecar or an internal gateway, that serves h2c. Streams then
 	// share a few connections instead of holding one each, as they do
 	// with https:// upstreams, which negotiate HTTP/2 by themselves. The
-	// upstream must speak HTTP/2: there is no fallback to HTTP/1.1. It
-	// applies to http:// base URLs only, and is ignored when
-	// PoolConfig.Transport is set.
+	// upstream must speak HTTP/2: there is no fallback to HTTP/1.1, and no
+	// HTTP proxy from the environment (HTTP_PROXY) is used for it. It needs
+	// an http:// base URL, and is ignored when PoolConfig.Transport is set.
 	H2C bool `yaml:"h2c"`
 	// ExtraHeaders are set on every request to this upstream, replacing a
 	// client header of the same name — except anthropic-beta, whose values
@@ -252,6 +252,9 @@ func (c *Config) check() error {
 	}
 	if c.Auth != AuthAPIKey && c.Auth != AuthBearer {
 		return fmt.Errorf("unknown auth scheme %d", int(c.Auth))
+	}
+	if c.H2C && !strings.HasPrefix(strings.ToLower(c.BaseURL), "http://") {
+		return errors.New("h2c needs an http:// base_url (https:// upstreams negotiate HTTP/2 by themselves)")
 	}
 	for _, m := range c.Models {
 		if _, err := path.Match(m, ""); err != nil || m == "" {

@@ -536,6 +536,16 @@ func (p *Pool) attempt(ctx context.Context, c *Call, pick candidate) (*Result, h
 	// redirect (which would carry the credential elsewhere; a 3xx goes
 	// back as it is), and it spares the client's per-request header copy.
 	resp, err := m.rt.RoundTrip(req)
+	if err == nil {
+		// What http.Client checks for a caller: a RoundTripper of the
+		// host's (PoolConfig.Transport) may break the contract.
+		switch {
+		case resp == nil:
+			err = errors.New("upstream: the transport returned neither a response nor an error")
+		case resp.Body == nil:
+			resp.Body = http.NoBody
+		}
+	}
 	if timer != nil && !timer.Stop() {
 		// The header timeout fired: even if the answer got in just now,
 		// its context is gone.

@@ -901,6 +901,8 @@ func TestNewPoolValidation(t *testing.T) {
 		{"empty map target", with(func(c *upstream.Config) { c.ModelMap = map[string]string{"a": ""} }), "model_map"},
 		{"credential header", with(func(c *upstream.Config) { c.ExtraHeaders = http.Header{"authorization": {"x"}} }), "headers"},
 		{"bad auth", with(func(c *upstream.Config) { c.Auth = 7 }), "auth"},
+		{"h2c on https", with(func(c *upstream.Config) { c.BaseURL = "https://x"; c.H2C = true }), "h2c"},
+		{"h2c on http", with(func(c *upstream.Config) { c.BaseURL = "http://x"; c.H2C = true }), ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

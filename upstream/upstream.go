@@ -146,7 +146,9 @@ type TransportConfig struct {
 	IdleConnTimeout time.Duration
 	// UnencryptedHTTP2 sends http:// requests as HTTP/2 without TLS (h2c
 	// with prior knowledge) and https:// ones as HTTP/2 only. Every
-	// server the transport reaches must speak HTTP/2.
+	// server the transport reaches must speak HTTP/2, and the transport
+	// goes direct, never through HTTP_PROXY (prior knowledge cannot pass
+	// an HTTP/1.1 proxy).
 	UnencryptedHTTP2 bool
 }
 
@@ -195,6 +197,7 @@ func NewTransport(cfg TransportConfig) *http.Transport {
 		tr.Protocols = new(http.Protocols)
 		tr.Protocols.SetHTTP2(true)
 		tr.Protocols.SetUnencryptedHTTP2(true)
+		tr.Proxy = nil
 	}
 	return tr
 }

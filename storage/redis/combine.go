@@ -2,6 +2,7 @@ package redis
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"sync"
 
@@ -23,6 +24,10 @@ const maxPipelines = 2
 // maxBatch bounds one pipeline, so that one round trip's reply stays small.
 const maxBatch = 128
 
+// maxQueue bounds the calls waiting for a pipeline; a caller that finds
+// the queue full runs its call alone, with the client's own pool limits.
+const maxQueue = 1024
+
 // combiner runs script calls, and runs the calls that wait at the same
 // time in one pipeline: one write and one read for many calls, on both the
 // relay's side and Redis's. Each round trip on loopback costs tens of
@@ -34,8 +39,18 @@ const maxBatch = 128
 // as without the combiner); callers that find both slots busy queue, and
 // whoever finishes a round trip while calls are queued takes them all
 // into the next one.
+//
+// When Redis stops answering, the round trip in flight fails after the
+// client's timeouts, and every call queued behind it fails with it at
+// once, rather than each batch of the queue waiting out the timeouts in
+// turn: callers learn that Redis is down as fast as without the combiner
+// (and quota.Failover takes over).
+//
+// A Cluster client runs every call alone: a pipeline spanning shards waits
+// for the slowest, and one failing shard would hold up keys on the others.
 type combiner struct {
 	client goredis.UniversalClient
+	direct bool // run every call alone (Cluster)
 
 	mu       sync.Mutex
 	inflight int
@@ -61,14 +76,20 @@ type scriptCall struct {
 // (one round trip, bounded by the client's read timeout), because what
 // the script did on the server must reach the caller: a reservation made
 // for a caller that left would otherwise be held until it expires.
-func (c *combiner) run(ctx context.Context, script *goredis.Script, keys []string, args ...any) *goredis.Cmd {
+func (c *combiner) run(ctx context.Context, script *goredis.Script, keys []string, args ...any) (cmd *goredis.Cmd) {
+	if c.direct {
+		return script.Run(ctx, c.client, keys, args...)
+	}
 	c.mu.Lock()
 	if c.inflight < maxPipelines {
 		c.inflight++
 		c.mu.Unlock()
-		cmd := script.Run(ctx, c.client, keys, args...)
-		c.next()
-		return cmd
+		defer func() { c.next(cmd) }() // deferred: a panic in a hook must not keep the slot
+		return script.Run(ctx, c.client, keys, args...)
+	}
+	if len(c.queue) >= maxQueue {
+		c.mu.Unlock()
+		return script.Run(ctx, c.client, keys, args...)
 	}
 	call := &scriptCall{ctx: ctx, script: script, keys: keys, args: args, done: make(chan struct{})}
 	c.queue = append(c.queue, call)
@@ -81,7 +102,10 @@ func (c *combiner) run(ctx context.Context, script *goredis.Script, keys []strin
 	c.mu.Lock()
 	for i, q := range c.queue {
 		if q == call {
-			c.queue = append(c.queue[:i], c.queue[i+1:]...)
+			n := len(c.queue)
+			copy(c.queue[i:], c.queue[i+1:])
+			c.queue[n-1] = nil
+			c.queue = c.queue[:n-1]
 			c.mu.Unlock()
 			cmd := goredis.NewCmd(ctx)
 			cmd.SetErr(ctx.Err())
@@ -95,9 +119,13 @@ func (c *combiner) run(ctx context.Context, script *goredis.Script, keys []strin
 
 // next hands the pipeline slot its caller held to the queued calls, if
 // any, in a goroutine of their own (the caller has its reply and goes on),
-// or frees it.
-func (c *combiner) next() {
+// or frees it. done is the caller's reply: when it failed for want of
+// Redis, the queued calls fail with it.
+func (c *combiner) next(done *goredis.Cmd) {
 	c.mu.Lock()
+	if done != nil && unreachable(done.Err()) {
+		c.failQueued(done.Err())
+	}
 	if len(c.queue) == 0 {
 		c.inflight--
 		c.mu.Unlock()
@@ -106,6 +134,27 @@ func (c *combiner) next() {
 	batch := c.take()
 	c.mu.Unlock()
 	go c.drain(batch)
+}
+
+// unreachable reports whether err says Redis could not be reached or did
+// not answer in time (not a reply of Redis's, such as a script error).
+func unreachable(err error) bool {
+	if err == nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return false // the caller's own context: it says nothing of the others
+	}
+	var re goredis.Error
+	return !errors.As(err, &re) || errors.Is(err, goredis.ErrClosed)
+}
+
+// failQueued ends every queued call with err. c.mu is held.
+func (c *combiner) failQueued(err error) {
+	for i, q := range c.queue {
+		q.cmd = goredis.NewCmd(q.ctx)
+		q.cmd.SetErr(err)
+		close(q.done)
+		c.queue[i] = nil
+	}
+	c.queue = c.queue[:0]
 }
 
 // take removes up to maxBatch calls from the queue. c.mu is held.
@@ -122,8 +171,11 @@ func (c *combiner) take() []*scriptCall {
 // drain runs batches while calls are queued, then frees its slot.
 func (c *combiner) drain(batch []*scriptCall) {
 	for {
-		c.exec(batch)
+		err := c.exec(batch)
 		c.mu.Lock()
+		if unreachable(err) {
+			c.failQueued(err)
+		}
 		if len(c.queue) == 0 {
 			c.inflight--
 			c.mu.Unlock()
@@ -134,15 +186,20 @@ func (c *combiner) drain(batch []*scriptCall) {
 	}
 }
 
-// exec runs a batch in one pipeline and hands each call its reply. The
-// pipeline runs on a context without the callers' cancellation (see run);
-// the client's timeouts bound it.
-func (c *combiner) exec(batch []*scriptCall) {
+// exec runs a batch in one pipeline and hands each call its reply; it
+// returns the error of a call that failed for want of Redis, if any. The
+// pipeline runs on a context without the callers' cancellation (see run),
+// and with the first call's values (what hooks see of it); the client's
+// timeouts bound it.
+func (c *combiner) exec(batch []*scriptCall) (failed error) {
 	if len(batch) == 1 {
 		b := batch[0]
 		b.cmd = b.script.Run(context.WithoutCancel(b.ctx), c.client, b.keys, b.args...)
 		close(b.done)
-		return
+		if unreachable(b.cmd.Err()) {
+			return b.cmd.Err()
+		}
+		return nil
 	}
 	ctx := context.WithoutCancel(batch[0].ctx)
 	pipe := c.client.Pipeline()
@@ -154,6 +211,15 @@ func (c *combiner) exec(batch []*scriptCall) {
 		if err := b.cmd.Err(); err != nil && strings.HasPrefix(err.Error(), "NOSCRIPT") {
 			b.cmd = b.script.Run(ctx, c.client, b.keys, b.args...)
 		}
+		if err := b.cmd.Err(); failed == nil && unreachable(err) {
+			failed = err
+		}
 		close(b.done)
 	}
+	return failed
+}
+
+func newCombiner(client goredis.UniversalClient) combiner {
+	_, cluster := client.(*goredis.ClusterClient)
+	return combiner{client: client, direct: cluster}
 }

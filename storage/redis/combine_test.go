@@ -2,6 +2,8 @@ package redis
 
 import (
 	"context"
+	"errors"
+	"net"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -27,6 +29,7 @@ type gateHook struct {
 	held     atomic.Int64
 	open     chan struct{}
 	openOnce sync.Once
+	failWith error // set before release: the held commands fail with it
 }
 
 func newGateHook() *gateHook { return &gateHook{open: make(chan struct{})} }
@@ -43,6 +46,10 @@ func (h *gateHook) ProcessHook(next goredis.ProcessHook) goredis.ProcessHook {
 		if h.closed.Load() {
 			h.held.Add(1)
 			<-h.open
+			if h.failWith != nil {
+				cmd.SetErr(h.failWith)
+				return h.failWith
+			}
 		}
 		return next(ctx, cmd)
 	}
@@ -77,6 +84,12 @@ func (c *combiner) queued() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return len(c.queue)
+}
+
+func (c *combiner) busy() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.inflight
 }
 
 // waitFor polls cond; the conditions here depend only on goroutines of
@@ -138,7 +151,61 @@ func TestCombinerSharesRoundTrips(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, int64(n+1), s.Concurrency.Used, "every reservation is held on the server")
 	assert.Zero(t, lim.comb.queued())
-	assert.Zero(t, lim.comb.inflight, "both slots were freed")
+	waitFor(t, "both slots to be freed", func() bool { return lim.comb.busy() == 0 })
+}
+
+// When the calls in flight fail for want of Redis, the queued calls fail
+// with them at once, instead of each waiting for a pipeline of its own to
+// time out.
+func TestCombinerFailsQueueWhenRedisIsGone(t *testing.T) {
+	lim, client := combinerLimiter(t)
+	ctx := t.Context()
+	req := quota.Request{KeyID: "k", Limits: quota.Limits{MaxConcurrent: 1000}, InputEstimate: 10, MaxTokens: 10}
+	_, err := lim.Reserve(ctx, req)
+	require.NoError(t, err)
+
+	hook := newGateHook()
+	client.AddHook(hook)
+	hook.closed.Store(true)
+	const n = 30
+	errs := make(chan error, n)
+	var wg sync.WaitGroup
+	for range maxPipelines {
+		wg.Go(func() { _, err := lim.Reserve(ctx, req); errs <- err })
+	}
+	waitFor(t, "both slots held", func() bool { return hook.held.Load() == maxPipelines })
+	for range n - maxPipelines {
+		wg.Go(func() { _, err := lim.Reserve(ctx, req); errs <- err })
+	}
+	waitFor(t, "the other calls to queue", func() bool { return lim.comb.queued() == n-maxPipelines })
+	gone := &net.OpError{Op: "read", Net: "tcp", Err: errors.New("i/o timeout")}
+	hook.failWith = gone
+	hook.release()
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		require.Error(t, err)
+		var oe *net.OpError
+		assert.ErrorAs(t, err, &oe, "every call fails with the error of the round trip that found Redis gone")
+	}
+	assert.Zero(t, hook.pipes.Load(), "no queued call was sent")
+	waitFor(t, "both slots to be freed", func() bool { return lim.comb.busy() == 0 })
+
+	// A refusal by Redis itself (a script error) is not a reason to fail
+	// the others: only the caller's own call failed.
+	assert.False(t, unreachable(goredis.ErrNoScript))
+	assert.False(t, unreachable(context.Canceled))
+	assert.True(t, unreachable(gone))
+}
+
+// A Cluster client runs every call alone.
+func TestCombinerClusterRunsAlone(t *testing.T) {
+	c := goredis.NewClusterClient(&goredis.ClusterOptions{Addrs: []string{"127.0.0.1:1"}})
+	t.Cleanup(func() { _ = c.Close() })
+	assert.True(t, newCombiner(c).direct)
+	s := goredis.NewClient(&goredis.Options{Addr: "127.0.0.1:1"})
+	t.Cleanup(func() { _ = s.Close() })
+	assert.False(t, newCombiner(s).direct)
 }
 
 // A caller whose context ends while it waits in the queue leaves with the

@@ -19,4 +19,8 @@
 //
 // Every name the package writes starts with a prefix its caller chooses;
 // give each deployment (and each test) its own.
+//
+// The limiter's scripts use the cmsgpack library that Redis (and Valkey
+// and KeyDB) build into their Lua; a Redis-compatible server without it
+// cannot run them.
 package redis

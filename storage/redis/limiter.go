@@ -105,7 +105,7 @@ func NewLimiter(client goredis.UniversalClient, cfg quota.Config, opts LimiterOp
 		standing: goredis.NewScript(luaStanding),
 		seed:     goredis.NewScript(luaSeed),
 		seeding:  make(map[string]*seedCall),
-		comb:     combiner{client: client},
+		comb:     newCombiner(client),
 	}
 }
 

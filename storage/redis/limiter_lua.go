@@ -20,7 +20,8 @@ package redis
 // formatting, not on the data. One MessagePack string (Redis's built-in
 // cmsgpack, in C) costs a GET and a SET where a hash of 18 fields cost an
 // HMGET, an HSET of 36 arguments and 18 string.format calls: the reserve
-// script went from about 40 µs of Redis time to about 12. A reservation's
+// script went from about 40 µs of Redis time to about 24 (INFO
+// commandstats, on the machine of BENCHMARKS.md). A reservation's
 // amounts travel in its member name, which the caller rebuilds from the
 // quota.Reservation it holds, so one sorted set does the work of a hash
 // and a sorted set. MessagePack keeps integers exact up to 2^53, like Lua
@@ -152,7 +153,12 @@ return reply(1, st, n + 1)
 //
 // Every member is removed first, then expired reservations are purged:
 // a reservation that expired before its settle arrived is then taken back
-// by its settle, not by the purge, which subtracts the same amounts.
+// by its settle, not by the purge, which subtracts the same amounts. For
+// settles that gives the result of one call after another. A release in
+// a batch would not (one call after another, an expired reservation is
+// purged first and its release then gives nothing back to the RPM and TPM
+// windows), so releases always come alone (Release); only SettleMany
+// sends several, and only settles.
 const luaFinish = luaPrelude + `
 local live = {}
 for o = 7, #ARGV, 12 do live[o] = redis.call('ZREM', L, ARGV[o+1]) end
