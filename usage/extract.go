@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 
+	"github.com/relaystation/relay/internal/jsonsyntax"
 	"github.com/relaystation/relay/internal/sse"
 )
 
@@ -259,7 +260,7 @@ var (
 // messageStart reads a message_start event's data (see members.go for
 // the fast way and why).
 func (x *StreamExtractor) messageStart(data []byte) {
-	if !validJSON(data) {
+	if !jsonsyntax.Valid(data) {
 		return
 	}
 	var top [1][]byte
@@ -313,7 +314,7 @@ func (x *StreamExtractor) messageStartDecode(data []byte) {
 
 // messageDelta reads a message_delta event's data.
 func (x *StreamExtractor) messageDelta(data []byte) {
-	if !validJSON(data) {
+	if !jsonsyntax.Valid(data) {
 		return
 	}
 	var f [2][]byte
@@ -360,7 +361,7 @@ func (x *StreamExtractor) messageDeltaDecode(data []byte) {
 // response body. ok is false when the body has no usage object (an error
 // body, or not JSON at all).
 func FromJSON(body []byte) (u Usage, model string, ok bool) {
-	if !validJSON(body) {
+	if !jsonsyntax.Valid(body) {
 		return Usage{}, "", false
 	}
 	var f [2][]byte

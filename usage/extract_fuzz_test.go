@@ -2,7 +2,6 @@ package usage
 
 import (
 	"encoding/json"
-	"strings"
 	"testing"
 )
 
@@ -111,33 +110,4 @@ func FuzzFromJSON(f *testing.F) {
 			}
 		}
 	})
-}
-
-// FuzzValidJSON holds validJSON to json.Valid.
-func FuzzValidJSON(f *testing.F) {
-	for _, s := range []string{
-		`{"a":[1,-0.5e+3,true,false,null,"x\u00e9\n"],"b":{}}`, `[]`, ` 0 `, `-`, `01`, `1.`, `1e`, `.5`, `"\x"`, `"\u12"`,
-		"\"\x1f\"", "\"\xff\xfe\"", `{"a" 1}`, `{"a":1,}`, `[1,]`, `{,}`, `nul`, `truex`, `"`, `{"a":"b"}}`, "\t[\r\n]",
-		`{"a":1 "b":2}`, `[1 2]`, `1 2`, ``, ` `,
-	} {
-		f.Add([]byte(s))
-	}
-	f.Fuzz(func(t *testing.T, in []byte) {
-		if got, want := validJSON(in), json.Valid(in); got != want {
-			t.Fatalf("validJSON(%q) = %v, json.Valid says %v", in, got, want)
-		}
-	})
-}
-
-// validJSON stops where encoding/json does: at 10,000 levels of nesting.
-func TestValidJSONDepth(t *testing.T) {
-	for _, open := range []string{"[", `{"a":`} {
-		closing := map[string]string{"[": "]", `{"a":`: "}"}[open]
-		for _, n := range []int{maxJSONDepth, maxJSONDepth + 1} {
-			doc := []byte(strings.Repeat(open, n) + "1" + strings.Repeat(closing, n))
-			if got, want := validJSON(doc), json.Valid(doc); got != want {
-				t.Errorf("%d levels of %s: validJSON %v, json.Valid %v", n, open, got, want)
-			}
-		}
-	}
 }

@@ -2,6 +2,8 @@ package usage
 
 import (
 	"unicode/utf8"
+
+	"github.com/relaystation/relay/internal/jsonsyntax"
 )
 
 // This file holds a tiny JSON scanner for the hot path: content_block_delta
@@ -12,17 +14,7 @@ import (
 // it give up, which costs an estimate a few bytes, never a count.
 
 // skipSpace returns the index of the first non-whitespace byte at or after i.
-func skipSpace(b []byte, i int) int {
-	for i < len(b) {
-		switch b[i] {
-		case ' ', '\t', '\n', '\r':
-			i++
-		default:
-			return i
-		}
-	}
-	return i
-}
+func skipSpace(b []byte, i int) int { return jsonsyntax.SkipSpace(b, i) }
 
 // scanString reads the JSON string whose opening quote is at b[i]. It
 // returns the index just past the closing quote and the length in bytes of

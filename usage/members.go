@@ -13,7 +13,7 @@ import (
 // around a usage object of two hundred bytes. encoding/json reads the
 // whole document twice (validation, then decoding, skipping what no field
 // wants, byte by byte); profiles of the load tool put that at 4 % of the
-// relay's CPU. So the readers below validate once with validJSON (a
+// relay's CPU. So the readers below validate once with jsonsyntax.Valid (a
 // document encoding/json would refuse still yields nothing), find the few
 // members they need with sniff.Walk, and decode only those.
 //

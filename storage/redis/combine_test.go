@@ -105,37 +105,63 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-// Calls made while both pipeline slots are busy wait, then share one
-// round trip, and each gets its own answer.
-func TestCombinerSharesRoundTrips(t *testing.T) {
-	lim, client := combinerLimiter(t)
-	ctx := t.Context()
-	req := quota.Request{KeyID: "k", Limits: quota.Limits{MaxConcurrent: 1000}, InputEstimate: 10, MaxTokens: 10}
-	_, err := lim.Reserve(ctx, req) // loads the scripts and seeds the key
-	require.NoError(t, err)
+// gated is a limiter with its scripts loaded and its key seeded, and a
+// closed gate hook on its client.
+type gated struct {
+	lim    *Limiter
+	client *goredis.Client
+	hook   *gateHook
+	req    quota.Request
+}
 
-	hook := newGateHook()
-	client.AddHook(hook)
-	hook.closed.Store(true)
-	const n = 40
-	ids := make(chan string, n)
-	var wg sync.WaitGroup
-	reserve := func() {
-		r, err := lim.Reserve(ctx, req)
-		if assert.NoError(t, err) {
-			ids <- r.ID
-		}
-	}
+func newGated(t *testing.T) *gated {
+	lim, client := combinerLimiter(t)
+	g := &gated{lim: lim, client: client, hook: newGateHook(),
+		req: quota.Request{KeyID: "k", Limits: quota.Limits{MaxConcurrent: 1000}, InputEstimate: 10, MaxTokens: 10}}
+	_, err := lim.Reserve(t.Context(), g.req) // loads the scripts and seeds the key
+	require.NoError(t, err)
+	client.AddHook(g.hook)
+	g.hook.closed.Store(true)
+	return g
+}
+
+// fill starts n Reserve calls, reporting each to out: the first ones hold
+// both pipeline slots in the hook, the others queue. It returns once they
+// are all in place.
+func (g *gated) fill(t *testing.T, wg *sync.WaitGroup, n int, out func(quota.Reservation, error)) {
+	t.Helper()
+	reserve := func() { out(g.lim.Reserve(t.Context(), g.req)) }
 	for range maxPipelines {
 		wg.Go(reserve)
 	}
-	waitFor(t, "both slots held", func() bool { return hook.held.Load() == maxPipelines })
-	hook.closed.Store(false)
+	waitFor(t, "both slots held", func() bool { return g.hook.held.Load() == maxPipelines })
+	g.hook.closed.Store(false)
 	for range n - maxPipelines {
 		wg.Go(reserve)
 	}
-	waitFor(t, "the other calls to queue", func() bool { return lim.comb.queued() == n-maxPipelines })
-	hook.release()
+	waitFor(t, "the other calls to queue", func() bool { return g.lim.comb.queued() == n-maxPipelines })
+}
+
+func (g *gated) inFlight(t *testing.T) int64 {
+	t.Helper()
+	s, err := g.lim.Standing(t.Context(), "k", g.req.Limits)
+	require.NoError(t, err)
+	return s.Concurrency.Used
+}
+
+// Calls made while both pipeline slots are busy wait, then share one
+// round trip, and each gets its own answer.
+func TestCombinerSharesRoundTrips(t *testing.T) {
+	g := newGated(t)
+	const n = 40
+	ids := make(chan string, n)
+	var wg sync.WaitGroup
+	g.fill(t, &wg, n, func(r quota.Reservation, err error) {
+		if assert.NoError(t, err) {
+			ids <- r.ID
+		}
+	})
+	g.hook.release()
 	wg.Wait()
 	close(ids)
 
@@ -145,42 +171,25 @@ func TestCombinerSharesRoundTrips(t *testing.T) {
 		seen[id] = true
 	}
 	assert.Len(t, seen, n)
-	assert.Equal(t, int64(maxPipelines+1), hook.trips.Load(), "the queued calls shared one round trip")
-	assert.Equal(t, int64(n-maxPipelines), hook.piped.Load())
-	s, err := lim.Standing(ctx, "k", req.Limits)
-	require.NoError(t, err)
-	assert.Equal(t, int64(n+1), s.Concurrency.Used, "every reservation is held on the server")
-	assert.Zero(t, lim.comb.queued())
-	waitFor(t, "both slots to be freed", func() bool { return lim.comb.busy() == 0 })
+	assert.Equal(t, int64(maxPipelines+1), g.hook.trips.Load(), "the queued calls shared one round trip")
+	assert.Equal(t, int64(n-maxPipelines), g.hook.piped.Load())
+	assert.Equal(t, int64(n+1), g.inFlight(t), "every reservation is held on the server")
+	assert.Zero(t, g.lim.comb.queued())
+	waitFor(t, "both slots to be freed", func() bool { return g.lim.comb.busy() == 0 })
 }
 
 // When the calls in flight fail for want of Redis, the queued calls fail
 // with them at once, instead of each waiting for a pipeline of its own to
 // time out.
 func TestCombinerFailsQueueWhenRedisIsGone(t *testing.T) {
-	lim, client := combinerLimiter(t)
-	ctx := t.Context()
-	req := quota.Request{KeyID: "k", Limits: quota.Limits{MaxConcurrent: 1000}, InputEstimate: 10, MaxTokens: 10}
-	_, err := lim.Reserve(ctx, req)
-	require.NoError(t, err)
-
-	hook := newGateHook()
-	client.AddHook(hook)
-	hook.closed.Store(true)
+	g := newGated(t)
 	const n = 30
 	errs := make(chan error, n)
 	var wg sync.WaitGroup
-	for range maxPipelines {
-		wg.Go(func() { _, err := lim.Reserve(ctx, req); errs <- err })
-	}
-	waitFor(t, "both slots held", func() bool { return hook.held.Load() == maxPipelines })
-	for range n - maxPipelines {
-		wg.Go(func() { _, err := lim.Reserve(ctx, req); errs <- err })
-	}
-	waitFor(t, "the other calls to queue", func() bool { return lim.comb.queued() == n-maxPipelines })
+	g.fill(t, &wg, n, func(_ quota.Reservation, err error) { errs <- err })
 	gone := &net.OpError{Op: "read", Net: "tcp", Err: errors.New("i/o timeout")}
-	hook.failWith = gone
-	hook.release()
+	g.hook.failWith = gone
+	g.hook.release()
 	wg.Wait()
 	close(errs)
 	for err := range errs {
@@ -188,8 +197,8 @@ func TestCombinerFailsQueueWhenRedisIsGone(t *testing.T) {
 		var oe *net.OpError
 		assert.ErrorAs(t, err, &oe, "every call fails with the error of the round trip that found Redis gone")
 	}
-	assert.Zero(t, hook.pipes.Load(), "no queued call was sent")
-	waitFor(t, "both slots to be freed", func() bool { return lim.comb.busy() == 0 })
+	assert.Zero(t, g.hook.pipes.Load(), "no queued call was sent")
+	waitFor(t, "both slots to be freed", func() bool { return g.lim.comb.busy() == 0 })
 
 	// A refusal by Redis itself (a script error) is not a reason to fail
 	// the others: only the caller's own call failed.
@@ -211,69 +220,33 @@ func TestCombinerClusterRunsAlone(t *testing.T) {
 // A caller whose context ends while it waits in the queue leaves with the
 // context's error, and its call never reaches Redis.
 func TestCombinerCanceledWhileQueued(t *testing.T) {
-	lim, client := combinerLimiter(t)
-	ctx := t.Context()
-	req := quota.Request{KeyID: "k", Limits: quota.Limits{MaxConcurrent: 1000}, InputEstimate: 10, MaxTokens: 10}
-	_, err := lim.Reserve(ctx, req)
-	require.NoError(t, err)
-
-	hook := newGateHook()
-	client.AddHook(hook)
-	hook.closed.Store(true)
+	g := newGated(t)
 	var wg sync.WaitGroup
-	for range maxPipelines {
-		wg.Go(func() {
-			_, err := lim.Reserve(ctx, req)
-			assert.NoError(t, err)
-		})
-	}
-	waitFor(t, "both slots held", func() bool { return hook.held.Load() == maxPipelines })
-	hook.closed.Store(false)
-	cctx, cancel := context.WithCancel(ctx)
+	g.fill(t, &wg, maxPipelines, func(_ quota.Reservation, err error) { assert.NoError(t, err) })
+	cctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
 	go func() {
-		_, err := lim.Reserve(cctx, req)
+		_, err := g.lim.Reserve(cctx, g.req)
 		done <- err
 	}()
-	waitFor(t, "the call to queue", func() bool { return lim.comb.queued() == 1 })
+	waitFor(t, "the call to queue", func() bool { return g.lim.comb.queued() == 1 })
 	cancel()
 	require.ErrorIs(t, <-done, context.Canceled)
-	assert.Zero(t, lim.comb.queued())
-	hook.release()
+	assert.Zero(t, g.lim.comb.queued())
+	g.hook.release()
 	wg.Wait()
-
-	s, err := lim.Standing(ctx, "k", req.Limits)
-	require.NoError(t, err)
-	assert.Equal(t, int64(1+maxPipelines), s.Concurrency.Used, "the canceled call reserved nothing")
-	assert.Zero(t, hook.pipes.Load())
+	assert.Equal(t, int64(1+maxPipelines), g.inFlight(t), "the canceled call reserved nothing")
+	assert.Zero(t, g.hook.pipes.Load())
 }
 
 // A pipeline that meets a Redis that lost its scripts loads them again:
 // every queued call still gets its answer.
 func TestCombinerScriptsLost(t *testing.T) {
-	lim, client := combinerLimiter(t)
-	ctx := t.Context()
-	req := quota.Request{KeyID: "k", Limits: quota.Limits{MaxConcurrent: 1000}, InputEstimate: 10, MaxTokens: 10}
-	_, err := lim.Reserve(ctx, req)
-	require.NoError(t, err)
-
-	hook := newGateHook()
-	client.AddHook(hook)
-	hook.closed.Store(true)
+	g := newGated(t)
 	var wg sync.WaitGroup
-	for range maxPipelines + 5 {
-		wg.Go(func() {
-			_, err := lim.Reserve(ctx, req)
-			assert.NoError(t, err)
-		})
-	}
-	waitFor(t, "both slots held", func() bool { return hook.held.Load() == maxPipelines })
-	waitFor(t, "the other calls to queue", func() bool { return lim.comb.queued() == 5 })
-	hook.closed.Store(false)
-	require.NoError(t, client.ScriptFlush(ctx).Err())
-	hook.release()
+	g.fill(t, &wg, maxPipelines+5, func(_ quota.Reservation, err error) { assert.NoError(t, err) })
+	require.NoError(t, g.client.ScriptFlush(t.Context()).Err())
+	g.hook.release()
 	wg.Wait()
-	s, err := lim.Standing(ctx, "k", req.Limits)
-	require.NoError(t, err)
-	assert.Equal(t, int64(1+maxPipelines+5), s.Concurrency.Used)
+	assert.Equal(t, int64(1+maxPipelines+5), g.inFlight(t))
 }

@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"errors"
 	"unicode/utf8"
+
+	"github.com/relaystation/relay/internal/jsonsyntax"
 )
 
 // sniffed is what the fake needs from a request body: the model to echo and
@@ -31,7 +33,7 @@ var (
 
 // maxDepth bounds nesting as encoding/json does, so hostile bodies cannot
 // exhaust the stack.
-const maxDepth = 10000
+const maxDepth = jsonsyntax.MaxDepth
 
 // sniff validates body as a JSON object and picks out its top-level "model"
 // and "stream" members (the last one wins when a key repeats, as with
@@ -169,167 +171,26 @@ func unescape(raw []byte) string {
 	return s
 }
 
-func skipSpace(b []byte, i int) int {
-	for i < len(b) {
-		switch b[i] {
-		case ' ', '\t', '\n', '\r':
-			i++
-		default:
-			return i
-		}
-	}
-	return i
-}
+// The JSON grammar is internal/jsonsyntax's (json.Valid's rules); these
+// give its answers the fake's error.
+
+func skipSpace(b []byte, i int) int { return jsonsyntax.SkipSpace(b, i) }
 
 // skipValue returns the index just past the JSON value starting at b[i].
 func skipValue(b []byte, i, depth int) (int, error) {
-	if i >= len(b) {
-		return i, errNotJSON
+	end, ok := jsonsyntax.SkipValue(b, i, depth)
+	if !ok {
+		return end, errNotJSON
 	}
-	switch c := b[i]; {
-	case c == '"':
-		end, _, err := skipString(b, i)
-		return end, err
-	case c == '{' || c == '[':
-		if depth >= maxDepth {
-			return i, errNotJSON
-		}
-		closing := byte('}')
-		if c == '[' {
-			closing = ']'
-		}
-		i = skipSpace(b, i+1)
-		if i < len(b) && b[i] == closing {
-			return i + 1, nil
-		}
-		for {
-			if c == '{' {
-				if i >= len(b) || b[i] != '"' {
-					return i, errNotJSON
-				}
-				end, _, err := skipString(b, i)
-				if err != nil {
-					return i, err
-				}
-				i = skipSpace(b, end)
-				if i >= len(b) || b[i] != ':' {
-					return i, errNotJSON
-				}
-				i = skipSpace(b, i+1)
-			}
-			var err error
-			if i, err = skipValue(b, i, depth+1); err != nil {
-				return i, err
-			}
-			i = skipSpace(b, i)
-			if i >= len(b) {
-				return i, errNotJSON
-			}
-			if b[i] == closing {
-				return i + 1, nil
-			}
-			if b[i] != ',' {
-				return i, errNotJSON
-			}
-			i = skipSpace(b, i+1)
-		}
-	case c == 't':
-		return skipLiteral(b, i, "true")
-	case c == 'f':
-		return skipLiteral(b, i, "false")
-	case c == 'n':
-		return skipLiteral(b, i, "null")
-	case c == '-' || (c >= '0' && c <= '9'):
-		return skipNumber(b, i)
-	}
-	return i, errNotJSON
-}
-
-func skipLiteral(b []byte, i int, lit string) (int, error) {
-	if len(b)-i < len(lit) || string(b[i:i+len(lit)]) != lit {
-		return i, errNotJSON
-	}
-	return i + len(lit), nil
-}
-
-// skipNumber follows the JSON number grammar: -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?
-func skipNumber(b []byte, i int) (int, error) {
-	if b[i] == '-' {
-		i++
-	}
-	switch {
-	case i < len(b) && b[i] == '0':
-		i++
-	case i < len(b) && b[i] >= '1' && b[i] <= '9':
-		i = skipDigits(b, i)
-	default:
-		return i, errNotJSON
-	}
-	if i < len(b) && b[i] == '.' {
-		j := skipDigits(b, i+1)
-		if j == i+1 {
-			return i, errNotJSON
-		}
-		i = j
-	}
-	if i < len(b) && (b[i] == 'e' || b[i] == 'E') {
-		i++
-		if i < len(b) && (b[i] == '+' || b[i] == '-') {
-			i++
-		}
-		j := skipDigits(b, i)
-		if j == i {
-			return i, errNotJSON
-		}
-		i = j
-	}
-	return i, nil
-}
-
-func skipDigits(b []byte, i int) int {
-	for i < len(b) && b[i] >= '0' && b[i] <= '9' {
-		i++
-	}
-	return i
+	return end, nil
 }
 
 // skipString returns the index just past the string starting at the quote
-// b[i], and whether it holds an escape. Like encoding/json it refuses raw
-// control characters and bad escapes but lets invalid UTF-8 through.
+// b[i], and whether it holds an escape.
 func skipString(b []byte, i int) (int, bool, error) {
-	escaped := false
-	for j := i + 1; j < len(b); j++ {
-		switch c := b[j]; {
-		case c == '"':
-			return j + 1, escaped, nil
-		case c == '\\':
-			escaped = true
-			j++
-			if j >= len(b) {
-				return j, escaped, errNotJSON
-			}
-			switch b[j] {
-			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
-			case 'u':
-				if len(b)-j <= 4 {
-					return j, escaped, errNotJSON
-				}
-				for k := j + 1; k <= j+4; k++ {
-					if !isHex(b[k]) {
-						return k, escaped, errNotJSON
-					}
-				}
-				j += 4
-			default:
-				return j, escaped, errNotJSON
-			}
-		case c < 0x20:
-			return j, escaped, errNotJSON
-		}
+	end, escaped, ok := jsonsyntax.SkipString(b, i)
+	if !ok {
+		return end, escaped, errNotJSON
 	}
-	return len(b), escaped, errNotJSON
-}
-
-func isHex(c byte) bool {
-	return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F')
+	return end, escaped, nil
 }
