@@ -106,6 +106,7 @@ func requireMigrated(ctx context.Context, st store) error {
 // openRedis connects to REDIS_URL and checks it answers; the URL's
 // password never appears in errors or logs.
 func openRedis(ctx context.Context, c *config, log *slog.Logger) (goredis.UniversalClient, error) {
+	goredis.SetLogger(newRedisLog(log))
 	rc, err := redisstore.NewClient(c.RedisURL)
 	if err != nil {
 		return nil, fmt.Errorf("REDIS_URL: %w", err)
