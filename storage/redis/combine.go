@@ -84,7 +84,7 @@ func (c *combiner) run(ctx context.Context, script *goredis.Script, keys []strin
 	if c.inflight < maxPipelines {
 		c.inflight++
 		c.mu.Unlock()
-		defer func() { c.next(cmd) }() // deferred: a panic in a hook must not keep the slot
+		defer func() { c.next(ctx, cmd) }() // deferred: a panic in a hook here must not keep the slot
 		return script.Run(ctx, c.client, keys, args...)
 	}
 	if len(c.queue) >= maxQueue {
@@ -121,9 +121,9 @@ func (c *combiner) run(ctx context.Context, script *goredis.Script, keys []strin
 // any, in a goroutine of their own (the caller has its reply and goes on),
 // or frees it. done is the caller's reply: when it failed for want of
 // Redis, the queued calls fail with it.
-func (c *combiner) next(done *goredis.Cmd) {
+func (c *combiner) next(ctx context.Context, done *goredis.Cmd) {
 	c.mu.Lock()
-	if done != nil && unreachable(done.Err()) {
+	if done != nil && unreachable(ctx, done.Err()) {
 		c.failQueued(done.Err())
 	}
 	if len(c.queue) == 0 {
@@ -136,11 +136,16 @@ func (c *combiner) next(done *goredis.Cmd) {
 	go c.drain(batch)
 }
 
-// unreachable reports whether err says Redis could not be reached or did
-// not answer in time (not a reply of Redis's, such as a script error).
-func unreachable(err error) bool {
-	if err == nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
-		return false // the caller's own context: it says nothing of the others
+// unreachable reports whether err, the error of a call made with ctx,
+// says Redis could not be reached or did not answer in time: not a reply
+// of Redis's (a script error, MOVED), and not the end of the caller's own
+// context, which says nothing of the others. The context is asked, not
+// the error: a dial timeout also matches context.DeadlineExceeded. A pool
+// that found no free connection in time counts as unreachable too: Redis
+// is too slow for the callers behind it.
+func unreachable(ctx context.Context, err error) bool {
+	if err == nil || ctx.Err() != nil {
+		return false
 	}
 	var re goredis.Error
 	return !errors.As(err, &re) || errors.Is(err, goredis.ErrClosed)
@@ -173,7 +178,7 @@ func (c *combiner) drain(batch []*scriptCall) {
 	for {
 		err := c.exec(batch)
 		c.mu.Lock()
-		if unreachable(err) {
+		if err != nil {
 			c.failQueued(err)
 		}
 		if len(c.queue) == 0 {
@@ -196,7 +201,7 @@ func (c *combiner) exec(batch []*scriptCall) (failed error) {
 		b := batch[0]
 		b.cmd = b.script.Run(context.WithoutCancel(b.ctx), c.client, b.keys, b.args...)
 		close(b.done)
-		if unreachable(b.cmd.Err()) {
+		if unreachable(context.Background(), b.cmd.Err()) { // its context cannot end: see above
 			return b.cmd.Err()
 		}
 		return nil
@@ -211,7 +216,7 @@ func (c *combiner) exec(batch []*scriptCall) (failed error) {
 		if err := b.cmd.Err(); err != nil && strings.HasPrefix(err.Error(), "NOSCRIPT") {
 			b.cmd = b.script.Run(ctx, c.client, b.keys, b.args...)
 		}
-		if err := b.cmd.Err(); failed == nil && unreachable(err) {
+		if err := b.cmd.Err(); failed == nil && unreachable(ctx, err) {
 			failed = err
 		}
 		close(b.done)

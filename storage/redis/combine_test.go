@@ -187,7 +187,7 @@ func TestCombinerFailsQueueWhenRedisIsGone(t *testing.T) {
 	errs := make(chan error, n)
 	var wg sync.WaitGroup
 	g.fill(t, &wg, n, func(_ quota.Reservation, err error) { errs <- err })
-	gone := &net.OpError{Op: "read", Net: "tcp", Err: errors.New("i/o timeout")}
+	gone := dialTimeout(t) // a real one: it also matches context.DeadlineExceeded
 	g.hook.failWith = gone
 	g.hook.release()
 	wg.Wait()
@@ -200,11 +200,50 @@ func TestCombinerFailsQueueWhenRedisIsGone(t *testing.T) {
 	assert.Zero(t, g.hook.pipes.Load(), "no queued call was sent")
 	waitFor(t, "both slots to be freed", func() bool { return g.lim.comb.busy() == 0 })
 
-	// A refusal by Redis itself (a script error) is not a reason to fail
-	// the others: only the caller's own call failed.
-	assert.False(t, unreachable(goredis.ErrNoScript))
-	assert.False(t, unreachable(context.Canceled))
-	assert.True(t, unreachable(gone))
+}
+
+// dialTimeout returns the error of a dial that timed out, as the net
+// package makes it.
+func dialTimeout(t *testing.T) error {
+	t.Helper()
+	_, err := (&net.Dialer{Timeout: time.Nanosecond}).Dial("tcp", "192.0.2.1:6379") // TEST-NET-1: never answers
+	var ne net.Error
+	require.ErrorAs(t, err, &ne)
+	require.True(t, ne.Timeout())
+	return err
+}
+
+// What fails the queue: errors that say Redis is not there, made with a
+// context that is still alive; not Redis's own replies, not the end of
+// the caller's own context.
+func TestCombinerUnreachable(t *testing.T) {
+	bg := context.Background()
+	dead, cancel := context.WithCancel(bg)
+	cancel()
+	a, b := net.Pipe()
+	t.Cleanup(func() { _ = a.Close(); _ = b.Close() })
+	require.NoError(t, a.SetReadDeadline(time.Now()))
+	_, readTimeout := a.Read(make([]byte, 1))
+	require.Error(t, readTimeout)
+	dial := dialTimeout(t)
+	refused := &net.OpError{Op: "dial", Net: "tcp", Err: errors.New("connect: connection refused")}
+	for _, tt := range []struct {
+		name string
+		ctx  context.Context
+		err  error
+		want bool
+	}{
+		{"dial timeout", bg, dial, true},
+		{"read timeout", bg, readTimeout, true},
+		{"refused", bg, refused, true},
+		{"client closed", bg, goredis.ErrClosed, true},
+		{"no error", bg, nil, false},
+		{"a reply of Redis's", bg, goredis.ErrNoScript, false},
+		{"the caller's context ended", dead, dial, false},
+		{"the caller's context ended, its error", dead, context.Canceled, false},
+	} {
+		assert.Equal(t, tt.want, unreachable(tt.ctx, tt.err), tt.name)
+	}
 }
 
 // A Cluster client runs every call alone.
@@ -249,4 +288,25 @@ func TestCombinerScriptsLost(t *testing.T) {
 	g.hook.release()
 	wg.Wait()
 	assert.Equal(t, int64(1+maxPipelines+5), g.inFlight(t))
+}
+
+// A caller that finds the queue full runs its call alone, and a Cluster
+// client's calls never queue.
+func TestCombinerOverflowRunsAlone(t *testing.T) {
+	_, client := combinerLimiter(t)
+	script := goredis.NewScript("return 7")
+	c := newCombiner(client)
+	c.inflight = maxPipelines
+	c.queue = make([]*scriptCall, maxQueue)
+	n, err := c.run(t.Context(), script, nil).Int64()
+	require.NoError(t, err)
+	assert.Equal(t, int64(7), n)
+	assert.Len(t, c.queue, maxQueue, "the full queue was left alone")
+	assert.Equal(t, maxPipelines, c.inflight)
+
+	d := combiner{client: client, direct: true, inflight: maxPipelines}
+	n, err = d.run(t.Context(), script, nil).Int64()
+	require.NoError(t, err)
+	assert.Equal(t, int64(7), n)
+	assert.Empty(t, d.queue)
 }
