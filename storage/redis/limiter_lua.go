@@ -27,6 +27,16 @@ package redis
 // and a sorted set. MessagePack keeps integers exact up to 2^53, like Lua
 // 5.1's numbers.
 //
+// A finished reservation is not removed at once: its member is re-scored
+// to minus the time it finished, a mark that counts as no lease and that
+// the purge (scores from 0 up) skips, kept for 30 s. The mark is what
+// makes a script safe to run twice: go-redis sends a command again when
+// its reply timed out or the connection broke after it was written, and
+// the first run may well have happened. A settle or release that finds
+// the mark changes nothing, and a reserve that finds its own member
+// answers as it did. Without that, a retried settle would charge the usage
+// twice, and a retried reserve would hold its amounts forever.
+//
 // The two keys always expire together (save refreshes both): counters
 // that outlived their reservations would hold those reservations'
 // amounts forever. Reservations expire on their own, by their scores (a
@@ -59,7 +69,7 @@ local function amounts(m)
   return tonumber(t) or 0, tonumber(c) or 0
 end
 local function purge(st, now)
-  local ms = redis.call('ZRANGEBYSCORE', L, '-inf', now, 'LIMIT', 0, 256)
+  local ms = redis.call('ZRANGEBYSCORE', L, 0, now, 'LIMIT', 0, 256)
   if #ms == 0 then return end
   for i = 1, #ms do
     local t, c = amounts(ms[i])
@@ -103,6 +113,9 @@ end
 const luaReserve = luaPrelude + `
 local st = load()
 if not st then return {-1} end
+if redis.call('ZSCORE', L, ARGV[6]) then
+  return reply(1, st, leases(ARGV[1])) -- this reservation, sent again: already made
+end
 local now = tonumber(ARGV[1])
 purge(st, now)
 roll(st, tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]))
@@ -151,20 +164,31 @@ return reply(1, st, n + 1)
 // or 0 when the counters are missing (nothing to correct: the next seed
 // reads this usage from the store).
 //
-// Every member is removed first, then expired reservations are purged:
-// a reservation that expired before its settle arrived is then taken back
-// by its settle, not by the purge, which subtracts the same amounts. For
-// settles that gives the result of one call after another. A release in
+// Every reservation is marked finished first (see the marks above), then
+// expired reservations are purged: a reservation that expired before its
+// settle arrived is then taken back by its settle, not by the purge, which
+// subtracts the same amounts. For settles that gives the result of one
+// call after another. A release in
 // a batch would not (one call after another, an expired reservation is
 // purged first and its release then gives nothing back to the RPM and TPM
 // windows), so releases always come alone (Release); only SettleMany
 // sends several, and only settles.
 const luaFinish = luaPrelude + `
-local live = {}
-for o = 7, #ARGV, 12 do live[o] = redis.call('ZREM', L, ARGV[o+1]) end
+local DONE = 30000
+local now = tonumber(ARGV[1])
+local live, again = {}, {}
+for o = 7, #ARGV, 12 do
+  local sc = redis.call('ZSCORE', L, ARGV[o+1])
+  if sc and tonumber(sc) < 0 then
+    again[o] = true -- finished already: this is the same call sent again
+  else
+    live[o] = sc and 1 or 0
+    redis.call('ZADD', L, -now, ARGV[o+1])
+  end
+end
+redis.call('ZREMRANGEBYSCORE', L, '(' .. string.format('%.0f', -(now - DONE)), '(0')
 local st = load()
 if not st then return 0 end
-local now = tonumber(ARGV[1])
 purge(st, now)
 roll(st, tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]))
 local rm
@@ -175,22 +199,24 @@ local function adjust(p, delta, late)
   elseif late and delta > 0 then st[p..'c'] = st[p..'c'] + delta end
 end
 for o = 7, #ARGV, 12 do
-  local rt, rc, rr = tonumber(ARGV[o+2]), tonumber(ARGV[o+3]), tonumber(ARGV[o+4])
-  if live[o] == 1 then
-    st.rt = math.max(0, st.rt - rt)
-    st.rc = math.max(0, st.rc - rc)
-  end
-  rm = tonumber(ARGV[o+8])
-  if ARGV[o] == 's' then
-    local at, ac = tonumber(ARGV[o+9]), tonumber(ARGV[o+10])
-    st.lt = st.lt + at
-    if tonumber(ARGV[o+5]) >= st.ds then st.dt = st.dt + at; st.dc = st.dc + ac end
-    if tonumber(ARGV[o+6]) >= st.ws then st.wt = st.wt + at; st.wc = st.wc + ac end
-    if tonumber(ARGV[o+7]) >= st.ms then st.mt = st.mt + at; st.mc = st.mc + ac end
-    adjust('t', tonumber(ARGV[o+11]) - rr, true)
-  elseif live[o] == 1 then
-    adjust('q', -1, false)
-    adjust('t', -rr, false)
+  if not again[o] then
+    local rt, rc, rr = tonumber(ARGV[o+2]), tonumber(ARGV[o+3]), tonumber(ARGV[o+4])
+    if live[o] == 1 then
+      st.rt = math.max(0, st.rt - rt)
+      st.rc = math.max(0, st.rc - rc)
+    end
+    rm = tonumber(ARGV[o+8])
+    if ARGV[o] == 's' then
+      local at, ac = tonumber(ARGV[o+9]), tonumber(ARGV[o+10])
+      st.lt = st.lt + at
+      if tonumber(ARGV[o+5]) >= st.ds then st.dt = st.dt + at; st.dc = st.dc + ac end
+      if tonumber(ARGV[o+6]) >= st.ws then st.wt = st.wt + at; st.wc = st.wc + ac end
+      if tonumber(ARGV[o+7]) >= st.ms then st.mt = st.mt + at; st.mc = st.mc + ac end
+      adjust('t', tonumber(ARGV[o+11]) - rr, true)
+    elseif live[o] == 1 then
+      adjust('q', -1, false)
+      adjust('t', -rr, false)
+    end
   end
 end
 save(st, ARGV[6])
@@ -232,7 +258,7 @@ local st = {lt = tonumber(ARGV[1]),
   ws = tonumber(ARGV[5]), wt = tonumber(ARGV[6]), wc = tonumber(ARGV[7]),
   ms = tonumber(ARGV[8]), mt = tonumber(ARGV[9]), mc = tonumber(ARGV[10]),
   rt = 0, rc = 0, qm = tonumber(ARGV[11]), qc = 0, qp = 0, tm = tonumber(ARGV[11]), tc = 0, tp = 0}
-local ms = redis.call('ZRANGE', L, 0, -1)
+local ms = redis.call('ZRANGEBYSCORE', L, 0, '+inf')
 for i = 1, #ms do
   local t, c = amounts(ms[i])
   st.rt = st.rt + t

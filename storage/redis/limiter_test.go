@@ -479,3 +479,63 @@ func TestLimiterSettleMany(t *testing.T) {
 	errs := lim.SettleMany(ctx, []quota.Reservation{{}}, []quota.Actual{{}})
 	assert.ErrorIs(t, errs[0], quota.ErrInvalid)
 }
+
+// twiceHook sends every script to Redis twice, as go-redis does when a
+// reply times out or the connection breaks after the command was written
+// (the first run may have happened): the caller sees the second reply.
+type twiceHook struct{}
+
+func (twiceHook) DialHook(next goredis.DialHook) goredis.DialHook { return next }
+func (twiceHook) ProcessHook(next goredis.ProcessHook) goredis.ProcessHook {
+	return func(ctx context.Context, cmd goredis.Cmder) error {
+		if cmd.Name() == "evalsha" || cmd.Name() == "eval" {
+			_ = next(ctx, cmd)
+		}
+		return next(ctx, cmd)
+	}
+}
+func (twiceHook) ProcessPipelineHook(next goredis.ProcessPipelineHook) goredis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []goredis.Cmder) error {
+		if len(cmds) > 0 && !handshake(cmds[0]) {
+			_ = next(ctx, cmds)
+		}
+		return next(ctx, cmds)
+	}
+}
+
+// Every script is safe to run twice: a reserve sent again holds once, a
+// settle or a release sent again charges or gives back once.
+func TestLimiterScriptsRunTwice(t *testing.T) {
+	ctx := t.Context()
+	l := quota.Limits{DailyTokens: 1_000_000, RPM: 1000, TPM: 10_000_000, MaxConcurrent: 10}
+	run := func(hook goredis.Hook) quota.Standing {
+		client, prefix := testClient(t)
+		lim := redisstore.NewLimiter(client, quota.Config{}, redisstore.LimiterOptions{Prefix: prefix})
+		r0, err := lim.Reserve(ctx, quota.Request{KeyID: "k", Limits: l, InputEstimate: 1, MaxTokens: 1}) // seeds
+		require.NoError(t, err)
+		if hook != nil {
+			client.AddHook(hook)
+		}
+		var rs []quota.Reservation
+		for range 6 {
+			r, err := lim.Reserve(ctx, quota.Request{KeyID: "k", Limits: l, InputEstimate: 100, MaxTokens: 900})
+			require.NoError(t, err)
+			rs = append(rs, r)
+		}
+		require.NoError(t, lim.Settle(ctx, rs[0], quota.Actual{Input: 50, Output: 70}))
+		require.NoError(t, lim.Release(ctx, rs[1]))
+		require.NoError(t, lim.Renew(ctx, rs[2]))
+		for _, err := range lim.SettleMany(ctx, rs[2:4], []quota.Actual{{Input: 1, Output: 2}, {Input: 3, Output: 4}}) {
+			require.NoError(t, err)
+		}
+		require.NoError(t, lim.Release(ctx, r0))
+		s, err := lim.Standing(ctx, "k", l)
+		require.NoError(t, err)
+		s.KeyID, s.At = "", time.Time{}
+		return s
+	}
+	once, twice := run(nil), run(twiceHook{})
+	assert.Equal(t, once, twice)
+	assert.Equal(t, int64(2), twice.Concurrency.Used, "two reservations still held, none twice")
+	assert.Equal(t, int64(130), twice.DailyTokens.Used, "each settle charged once")
+}
