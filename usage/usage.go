@@ -5,6 +5,11 @@
 // the bytes go by, so the relay never holds a stream in memory and never
 // re-encodes what the client receives. Counts in message_delta events are
 // cumulative: they replace what was seen before, they are never added.
+//
+// It reads only what it needs: a syntax check, then the few members that
+// hold the model and the usage, decoded by encoding/json's rules (members.go),
+// never the whole answer; encoding/json itself serves the rare document
+// those rules could read two ways.
 package usage
 
 import (
