@@ -28,14 +28,19 @@ package redis
 // 5.1's numbers.
 //
 // A finished reservation is not removed at once: its member is re-scored
-// to minus the time it finished, a mark that counts as no lease and that
-// the purge (scores from 0 up) skips, kept for 30 s. The mark is what
+// to minus (the time it finished + 1 ms), a mark that counts as no lease
+// and that the purge (scores from 0 up) skips; the purge drops marks older
+// than 2 minutes. The mark is what
 // makes a script safe to run twice: go-redis sends a command again when
 // its reply timed out or the connection broke after it was written, and
 // the first run may well have happened. A settle or release that finds
 // the mark changes nothing, and a reserve that finds its own member
 // answers as it did. Without that, a retried settle would charge the usage
-// twice, and a retried reserve would hold its amounts forever.
+// twice, and a retried reserve would hold its amounts forever. Two minutes
+// is far longer than go-redis's retries take, and instances' clocks must
+// agree to well within it anyway (they share minute windows). A key keeps
+// about two minutes of finished reservations: a few hundred bytes per
+// request a second.
 //
 // The two keys always expire together (save refreshes both): counters
 // that outlived their reservations would hold those reservations'
@@ -49,6 +54,7 @@ package redis
 const luaPrelude = `
 local S, L = KEYS[1], KEYS[2]
 local W = 60000
+local DONE = 120000
 local F = {'lt','ds','dt','dc','ws','wt','wc','ms','mt','mc','rt','rc','qm','qc','qp','tm','tc','tp'}
 local function load()
   local v = redis.call('GET', S)
@@ -69,6 +75,7 @@ local function amounts(m)
   return tonumber(t) or 0, tonumber(c) or 0
 end
 local function purge(st, now)
+  redis.call('ZREMRANGEBYSCORE', L, '(' .. string.format('%.0f', -(now - DONE + 1)), '(0')
   local ms = redis.call('ZRANGEBYSCORE', L, 0, now, 'LIMIT', 0, 256)
   if #ms == 0 then return end
   for i = 1, #ms do
@@ -174,7 +181,6 @@ return reply(1, st, n + 1)
 // windows), so releases always come alone (Release); only SettleMany
 // sends several, and only settles.
 const luaFinish = luaPrelude + `
-local DONE = 30000
 local now = tonumber(ARGV[1])
 local live, again = {}, {}
 for o = 7, #ARGV, 12 do
@@ -183,12 +189,14 @@ for o = 7, #ARGV, 12 do
     again[o] = true -- finished already: this is the same call sent again
   else
     live[o] = sc and 1 or 0
-    redis.call('ZADD', L, -now, ARGV[o+1])
+    redis.call('ZADD', L, -(now + 1), ARGV[o+1])
   end
 end
-redis.call('ZREMRANGEBYSCORE', L, '(' .. string.format('%.0f', -(now - DONE)), '(0')
 local st = load()
-if not st then return 0 end
+if not st then
+  redis.call('PEXPIRE', L, ARGV[6]) -- the marks may have made a new set
+  return 0
+end
 purge(st, now)
 roll(st, tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]))
 local rm

@@ -539,3 +539,48 @@ func TestLimiterScriptsRunTwice(t *testing.T) {
 	assert.Equal(t, int64(2), twice.Concurrency.Used, "two reservations still held, none twice")
 	assert.Equal(t, int64(130), twice.DailyTokens.Used, "each settle charged once")
 }
+
+// The marks finished reservations leave are dropped after two minutes by
+// any call that purges, and a finish that finds no counters still leaves
+// its set with a TTL.
+func TestLimiterFinishedMarks(t *testing.T) {
+	client, prefix := testClient(t)
+	now := time.Date(2026, 4, 1, 12, 0, 0, 0, time.UTC)
+	var mu sync.Mutex
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	tick := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
+	lim := redisstore.NewLimiter(client, quota.Config{Now: clock}, redisstore.LimiterOptions{Prefix: prefix})
+	ctx := t.Context()
+	l := quota.Limits{MaxConcurrent: 100}
+	leases := prefix + "{k}:l"
+	for range 5 {
+		r, err := lim.Reserve(ctx, quota.Request{KeyID: "k", Limits: l, InputEstimate: 1, MaxTokens: 1})
+		require.NoError(t, err)
+		require.NoError(t, lim.Settle(ctx, r, quota.Actual{Input: 1}))
+	}
+	marks, err := client.ZCount(ctx, leases, "-inf", "(0").Result()
+	require.NoError(t, err)
+	assert.Equal(t, int64(5), marks, "each finished reservation leaves a mark")
+
+	tick(119 * time.Second)
+	_, err = lim.Standing(ctx, "k", l)
+	require.NoError(t, err)
+	marks, _ = client.ZCount(ctx, leases, "-inf", "(0").Result()
+	assert.Equal(t, int64(5), marks, "kept for two minutes")
+	tick(2 * time.Second)
+	_, err = lim.Standing(ctx, "k", l)
+	require.NoError(t, err)
+	marks, _ = client.ZCount(ctx, leases, "-inf", "(0").Result()
+	assert.Zero(t, marks, "then dropped by any call that purges")
+
+	// Counters and set lost (a Redis restart without persistence) while
+	// a reservation was out: its settle leaves a mark, in a set that still
+	// expires.
+	r, err := lim.Reserve(ctx, quota.Request{KeyID: "k", Limits: l, InputEstimate: 1, MaxTokens: 1})
+	require.NoError(t, err)
+	require.NoError(t, client.Del(ctx, prefix+"{k}:q", leases).Err())
+	require.NoError(t, lim.Settle(ctx, r, quota.Actual{Input: 1}))
+	ttl, err := client.PTTL(ctx, leases).Result()
+	require.NoError(t, err)
+	assert.Greater(t, ttl, time.Duration(0), "the set has a TTL")
+}
