@@ -39,8 +39,8 @@ package redis
 // twice, and a retried reserve would hold its amounts forever. Two minutes
 // is far longer than go-redis's retries take, and instances' clocks must
 // agree to well within it anyway (they share minute windows). A key keeps
-// about two minutes of finished reservations: a few hundred bytes per
-// request a second.
+// two minutes of finished reservations: about 7 KB of Redis memory for
+// each request a second the key makes.
 //
 // The two keys always expire together (save refreshes both): counters
 // that outlived their reservations would hold those reservations'
