@@ -19,19 +19,12 @@ import (
 // from and to (all time without them; model narrows them to one model),
 // its standing against its limits, and its usage by day and by model.
 type usageView struct {
-	KeyID                    string     `json:"key_id"`
-	Name                     string     `json:"name"`
-	From                     *time.Time `json:"from,omitempty"`
-	To                       *time.Time `json:"to,omitempty"`
-	Requests                 int64      `json:"requests"`
-	Errors                   int64      `json:"errors"`
-	InputTokens              int64      `json:"input_tokens"`
-	OutputTokens             int64      `json:"output_tokens"`
-	CacheCreationInputTokens int64      `json:"cache_creation_input_tokens"`
-	CacheReadInputTokens     int64      `json:"cache_read_input_tokens"`
-	TotalTokens              int64      `json:"total_tokens"`
-	CostUSD                  float64    `json:"cost_usd"`
-	TokenLimit               int64      `json:"token_limit"`
+	KeyID      string     `json:"key_id"`
+	Name       string     `json:"name"`
+	From       *time.Time `json:"from,omitempty"`
+	To         *time.Time `json:"to,omitempty"`
+	usageSums             // the totals over [From, To), flattened in place
+	TokenLimit int64      `json:"token_limit"`
 	// Remaining is null for a key without a token limit. Tokens held by
 	// requests in flight are not remaining.
 	Remaining *int64 `json:"remaining"`
@@ -146,10 +139,7 @@ func (rl *Relay) usageHandler() http.Handler {
 			return
 		}
 		v.Breakdown = bd
-		v.Requests, v.Errors, v.CostUSD = t.Requests, t.Errors, t.CostUSD
-		v.InputTokens, v.OutputTokens = t.Usage.InputTokens, t.Usage.OutputTokens
-		v.CacheCreationInputTokens, v.CacheReadInputTokens = t.Usage.CacheCreationInputTokens, t.Usage.CacheReadInputTokens
-		v.TotalTokens = t.Usage.Total()
+		v.usageSums = sumsOf(t)
 		st, err := rl.standing(r.Context(), key)
 		if err != nil {
 			rl.log.Error("quota standing failed", "request_id", middleware.RequestIDFrom(r.Context()), "error", err)
