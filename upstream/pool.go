@@ -96,7 +96,7 @@ func NewPool(cfg PoolConfig) (*Pool, error) {
 	if p.rand == nil {
 		p.rand = rand.Float64
 	}
-	clients := make(map[TransportConfig]*http.Transport)
+	built := make(map[TransportConfig]*http.Transport) // one transport per distinct setting
 	for i, c := range cfg.Upstreams {
 		where := fmt.Sprintf("upstream %d", i+1)
 		if c.Name != "" {
@@ -134,16 +134,15 @@ func NewPool(cfg PoolConfig) (*Pool, error) {
 			m.rt = cfg.Transport
 		} else {
 			tc := TransportConfig{DialTimeout: c.DialTimeout, TLSHandshakeTimeout: c.TLSHandshakeTimeout,
-				UnencryptedHTTP2: c.H2C && up.BaseURL.Scheme == "http"}
+				UnencryptedHTTP2: c.H2C} // Config.check allows H2C on http:// only
 			if c.ResponseHeaderTimeout > 10*time.Minute {
 				tc.ResponseHeaderTimeout = c.ResponseHeaderTimeout // the pool's own timer handles shorter ones
 			}
-			if clients[tc] == nil {
-				tr := NewTransport(tc)
-				p.transports = append(p.transports, tr)
-				clients[tc] = tr
+			if built[tc] == nil {
+				built[tc] = NewTransport(tc)
+				p.transports = append(p.transports, built[tc])
 			}
-			m.rt = clients[tc]
+			m.rt = built[tc]
 		}
 		p.members = append(p.members, m)
 		p.byName[up.Name] = m
