@@ -14,7 +14,10 @@ package usage
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
+	"strconv"
+	"strings"
 	"time"
 )
 
@@ -151,4 +154,30 @@ type Store interface {
 	// gone. Rounding down to a midnight means only whole days are ever
 	// pruned; a record replayed after its day was pruned is counted again.
 	Prune(ctx context.Context, before time.Time) (int64, error)
+}
+
+// EncodeCursor is the request-log cursor every store issues: the last
+// record's time in Unix microseconds and its RequestID, opaque to clients.
+// One format for all stores, so a store can be swapped under a client that
+// holds a cursor.
+func EncodeCursor(micros int64, requestID string) string {
+	return base64.RawURLEncoding.EncodeToString([]byte(strconv.FormatInt(micros, 10) + ":" + requestID))
+}
+
+// DecodeCursor reads a cursor of EncodeCursor's; ok is false for anything
+// else (callers answer ErrInvalidCursor).
+func DecodeCursor(c string) (micros int64, requestID string, ok bool) {
+	b, err := base64.RawURLEncoding.DecodeString(c)
+	if err != nil {
+		return 0, "", false
+	}
+	m, id, found := strings.Cut(string(b), ":")
+	if !found {
+		return 0, "", false
+	}
+	micros, err = strconv.ParseInt(m, 10, 64)
+	if err != nil {
+		return 0, "", false
+	}
+	return micros, id, true
 }

@@ -3,13 +3,10 @@ package memory
 import (
 	"cmp"
 	"context"
-	"encoding/base64"
 	"fmt"
 	"math"
 	"slices"
 	"sort"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/relaystation/relay/usage"
@@ -298,20 +295,12 @@ func matchRecord(r *usage.Record, f usage.Filter) bool {
 // so that pages stay consistent while records are inserted. It is base64 so
 // that it travels in a URL untouched and nobody is tempted to build one.
 func encodeCursor(at time.Time, requestID string) string {
-	return base64.RawURLEncoding.EncodeToString([]byte(strconv.FormatInt(at.UnixMicro(), 10) + ":" + requestID))
+	return usage.EncodeCursor(at.UnixMicro(), requestID)
 }
 
 func decodeCursor(c string) (time.Time, string, error) {
-	b, err := base64.RawURLEncoding.DecodeString(c)
-	if err != nil {
-		return time.Time{}, "", errBadCursor
-	}
-	micros, id, ok := strings.Cut(string(b), ":")
+	us, id, ok := usage.DecodeCursor(c)
 	if !ok {
-		return time.Time{}, "", errBadCursor
-	}
-	us, err := strconv.ParseInt(micros, 10, 64)
-	if err != nil {
 		return time.Time{}, "", errBadCursor
 	}
 	return time.UnixMicro(us).UTC(), id, nil

@@ -3,7 +3,6 @@ package postgres
 import (
 	"cmp"
 	"context"
-	"encoding/base64"
 	"fmt"
 	"math"
 	"slices"
@@ -392,20 +391,12 @@ func recordWhere(f usage.Filter) where {
 // storage/sqlite's, so it travels in a URL untouched and nobody is tempted
 // to build one.
 func encodeCursor(at time.Time, requestID string) string {
-	return base64.RawURLEncoding.EncodeToString([]byte(strconv.FormatInt(at.UnixMicro(), 10) + ":" + requestID))
+	return usage.EncodeCursor(at.UnixMicro(), requestID)
 }
 
 func decodeCursor(c string) (at time.Time, requestID string, err error) {
-	b, err := base64.RawURLEncoding.DecodeString(c)
-	if err != nil {
-		return time.Time{}, "", errBadCursor
-	}
-	m, id, ok := strings.Cut(string(b), ":")
-	if !ok {
-		return time.Time{}, "", errBadCursor
-	}
-	micros, err := strconv.ParseInt(m, 10, 64)
-	if err != nil || !validText(id) {
+	micros, id, ok := usage.DecodeCursor(c)
+	if !ok || !validText(id) {
 		return time.Time{}, "", errBadCursor
 	}
 	return time.UnixMicro(micros).UTC(), id, nil

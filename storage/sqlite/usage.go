@@ -3,10 +3,8 @@ package sqlite
 import (
 	"context"
 	"database/sql"
-	"encoding/base64"
 	"fmt"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/relaystation/relay/usage"
@@ -310,7 +308,7 @@ func (s *Store) ListRecords(ctx context.Context, f usage.Filter, cursor string, 
 	if len(out) > limit {
 		out = out[:limit]
 		last := out[limit-1]
-		return out, encodeCursor(toMicros(last.Time), last.RequestID), nil
+		return out, usage.EncodeCursor(toMicros(last.Time), last.RequestID), nil
 	}
 	return out, "", nil
 }
@@ -334,24 +332,12 @@ func recordWhere(f usage.Filter) where {
 
 // A cursor is base64 of "micros:request_id", so it travels in a URL
 // untouched and nobody is tempted to build one.
-func encodeCursor(micros int64, requestID string) string {
-	return base64.RawURLEncoding.EncodeToString([]byte(strconv.FormatInt(micros, 10) + ":" + requestID))
-}
-
 func decodeCursor(c string) (micros int64, requestID string, err error) {
-	b, err := base64.RawURLEncoding.DecodeString(c)
-	if err != nil {
-		return 0, "", errBadCursor
-	}
-	m, id, ok := strings.Cut(string(b), ":")
+	micros, requestID, ok := usage.DecodeCursor(c)
 	if !ok {
 		return 0, "", errBadCursor
 	}
-	micros, err = strconv.ParseInt(m, 10, 64)
-	if err != nil {
-		return 0, "", errBadCursor
-	}
-	return micros, id, nil
+	return micros, requestID, nil
 }
 
 // errBadCursor is returned for a cursor this store did not produce.
